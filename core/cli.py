@@ -1,0 +1,118 @@
+"""The command line: ``mediacache serve | plugins | check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from loguru import logger
+
+from mediacache import __version__
+from mediacache.config import Config, format_settings, load_config, validate_routes
+from mediacache.errors import ConfigError
+from mediacache.logs import setup_logging
+from mediacache.plugins import PluginHost, load_plugins
+
+
+def _load(path: str | None) -> tuple[Config, PluginHost]:
+    host = load_plugins()
+    config = load_config(path)
+    for spec in host.registry:  # decode every format section now: errors stop the start
+        format_settings(config, spec.name, spec.config_type)
+    return config, host
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mediacache.server.app import ProxyServer, serve_forever
+
+    try:
+        config, host = _load(args.config)
+    except ConfigError as exc:
+        print(f"mediacache: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log)
+    for failure in host.failures:
+        logger.error("plugin {} failed to load: {}", failure.name, failure.error)
+    if not len(host.registry):
+        logger.warning("no format plugin is installed (pip install mediacache-quicktime ...)")
+    server = ProxyServer(config, host)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_forever(server)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        logger.error("cannot start: {}", exc)
+        return 1
+    logger.info("stopped")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = load_plugins()
+    if not len(host.registry):
+        print("no format is installed")
+    for spec in host.registry:
+        d = spec.defaults
+        print(f"{spec.name} {spec.version} (plugin {host.registry.owners[spec.name]})")
+        print(f"  {spec.description}")
+        print(f"  protocols: {', '.join(spec.protocols)}")
+        print(
+            f"  listen: {d.listen}  origin port: {d.origin_port}  udp ports: {d.udp_ports or '-'}"
+        )
+    for failure in host.failures:
+        print(f"FAILED {failure.name} ({failure.target}): {failure.error}")
+        if args.verbose and failure.detail:
+            print("  " + failure.detail.replace("\n", "\n  "))
+    return 1 if host.failures and args.strict else 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config, host = _load(args.file)
+    except ConfigError as exc:
+        print(f"mediacache: {exc}", file=sys.stderr)
+        return 2
+    for warning in validate_routes(config, host.registry.names()):
+        print(f"warning: {config.source}: {warning}", file=sys.stderr)
+    print(f"{config.source}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediacache", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mediacache {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("-c", "--config", help="TOML config file (default: built-in defaults)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plugins", help="list installed formats and plugin load errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of failures")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a plugin failed")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("check-config", help="validate a config file without starting")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The format registry: what a format plugin contributes, looked up by format name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mediacache.config import FormatConfig
+
+if TYPE_CHECKING:
+    from mediacache.sansio.layer import Layer, SessionContext
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSpec:
+    """One streaming format: its name, its defaults and the factories the core calls.
+
+    ``make_layer`` builds the sans-I/O protocol layer that serves one client control
+    connection. ``reference_origin``, where the format has no open-source origin server, runs
+    the plugin's own origin (``mediacache origin NAME``): it is given the parsed command-line
+    arguments as a mapping and returns an awaitable that serves until cancelled.
+    """
+
+    name: str
+    version: str
+    description: str
+    protocols: tuple[str, ...]
+    config_type: type[FormatConfig]
+    make_layer: Callable[[SessionContext], Layer]
+    reference_origin: Callable[[dict[str, Any]], Any] | None = None
+    origin_schemes: tuple[str, ...] = ("rtsp",)
+
+    @property
+    def defaults(self) -> FormatConfig:
+        return self.config_type()
+
+
+@dataclass
+class FormatRegistry:
+    """Filled by the plugins' ``mediacache_register_formats`` at start."""
+
+    _formats: dict[str, FormatSpec] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    current_plugin: str = "<unknown>"
+
+    def add(self, spec: FormatSpec) -> None:
+        if spec.name in self._formats:
+            raise ValueError(
+                f"format {spec.name!r} is registered twice "
+                f"(by {self.owners[spec.name]} and {self.current_plugin})"
+            )
+        self._formats[spec.name] = spec
+        self.owners[spec.name] = self.current_plugin
+
+    def remove_owned_by(self, plugin: str) -> None:
+        for name in [n for n, owner in self.owners.items() if owner == plugin]:
+            del self._formats[name]
+            del self.owners[name]
+
+    def get(self, name: str) -> FormatSpec | None:
+        return self._formats.get(name)
+
+    def __getitem__(self, name: str) -> FormatSpec:
+        return self._formats[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._formats
+
+    def __iter__(self) -> Iterator[FormatSpec]:
+        return iter(sorted(self._formats.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        return len(self._formats)
+
+    def names(self) -> set[str]:
+        return set(self._formats)

@@ -1,0 +1,86 @@
+"""The hookspecs: every call the core makes into a plugin.
+
+Grouped by lifecycle phase, all prefixed ``mediacache_``. Per-format behaviour itself (the
+protocol layer, port defaults, config keys, the reference origin) is not a hook: a plugin
+registers a :class:`~mediacache.formats.FormatSpec` once at start and the core looks formats up
+by name, so no hook ever has to ask "is this request mine?". The hooks below are for that
+registration, for policy overrides, and for observers.
+
+The access log is itself a built-in plugin implementing :func:`mediacache_session_closed`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mediacache.config import Config
+    from mediacache.formats import FormatRegistry
+    from mediacache.logs import AccessRecord
+
+PROJECT = "mediacache"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- start-up -------------------------------------------------------------------------------
+
+
+@hookspec
+def mediacache_register_formats(registry: FormatRegistry) -> None:
+    """Add this plugin's formats to ``registry`` with ``registry.add(FormatSpec(...))``.
+
+    Called once per process, right after the plugin is loaded and before the configuration is
+    read (the config of ``[formats.NAME]`` is decoded into the struct the spec names). A plugin
+    whose implementation raises is reported as failed and unregistered; the others load.
+    All results are ignored.
+    """
+
+
+@hookspec
+def mediacache_configure(config: Config) -> None:
+    """The whole configuration, once it has been read and validated.
+
+    Called once after :func:`mediacache_register_formats`, before any listener opens. Plugins
+    keep what they need; they must not change ``config``. A plugin raising here stops the
+    start with its error (a plugin that cannot work with the config must say so early).
+    """
+
+
+# -- per client session: policy -------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mediacache_access_check(client_host: str, format_name: str, url: str) -> bool | None:
+    """May ``client_host`` (an IP address) use ``format_name`` for ``url``?
+
+    Called for the first request of every client session, after the ``[access]`` lists were
+    applied and said yes (the lists cannot be loosened by a hook, only tightened). ``url`` is the
+    URL as the client sent it. Return False to refuse (the client gets 403 and a log line), True
+    to allow, None to have no opinion. The first non-None result wins.
+    """
+
+
+@hookspec(firstresult=True)
+def mediacache_resolve_origin(format_name: str, url: str) -> str | None:
+    """Override which origin URL serves the client's request ``url``.
+
+    Called once per client session on its first request naming a URL, before ``[[routes]]``
+    are consulted. Return an absolute origin URL to use it, or None to let the routes (reverse
+    mode) or the URL itself (forward mode) decide. The first non-None result wins.
+    """
+
+
+# -- per client session: observers ----------------------------------------------------------
+
+
+@hookspec
+def mediacache_session_closed(record: AccessRecord) -> None:
+    """A client session ended; ``record`` is its access-log record.
+
+    Called exactly once per client session, whatever ended it (TEARDOWN, disconnect, timeout,
+    refusal, origin failure). Observers must not block: the built-in access log writes a line.
+    Exceptions are logged and ignored. All results are ignored.
+    """

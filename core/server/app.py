@@ -1,0 +1,154 @@
+"""The running proxy: one listener and one UDP pool per enabled format, sessions, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from mediacache.access import AccessList
+from mediacache.config import (
+    Config,
+    FormatConfig,
+    format_settings,
+    parse_port_range,
+    split_host_port,
+    validate_routes,
+)
+from mediacache.formats import FormatSpec
+from mediacache.plugins import PluginHost
+from mediacache.sansio.layer import SessionContext
+from mediacache.server.session import ClientProtocol, SessionDriver
+from mediacache.server.udp import UdpPool
+
+
+@dataclass
+class FormatService:
+    """One format's listener, UDP pool and live sessions."""
+
+    spec: FormatSpec
+    settings: FormatConfig
+    server: asyncio.Server | None = None
+    pool: UdpPool | None = None
+    sessions: set[SessionDriver] = field(default_factory=set)
+    listen: tuple[str, int] = ("", 0)
+
+    @property
+    def port(self) -> int:
+        """The bound control port (the configured one, or the kernel's pick for port 0)."""
+        if self.server is not None and self.server.sockets:
+            return self.server.sockets[0].getsockname()[1]
+        return self.listen[1]
+
+
+class ProxyServer:
+    """Starts every enabled format of ``host`` with ``config``; ``stop()`` ends all sessions."""
+
+    def __init__(self, config: Config, host: PluginHost) -> None:
+        self.config = config
+        self.host = host
+        self.access = AccessList(config.access.allow, config.access.deny)
+        self.services: dict[str, FormatService] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        for warning in validate_routes(config, host.registry.names()):
+            logger.warning("config {}: {}", config.source, warning)
+        for spec in host.registry:
+            settings = format_settings(config, spec.name, spec.config_type)
+            if settings.enabled:
+                self.services[spec.name] = FormatService(spec, settings)
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.host.hook.mediacache_configure(config=self.config)
+        if not self.services:
+            logger.warning("no format is installed or enabled: nothing to serve")
+        for service in self.services.values():
+            await self._start_service(service)
+
+    async def _start_service(self, service: FormatService) -> None:
+        assert self.loop is not None
+        settings = service.settings
+        host, port = split_host_port(settings.listen)
+        service.listen = (host, port)
+        if settings.udp_ports:
+            udp_host = "::" if ":" in host else host
+            pool = UdpPool(
+                udp_host, parse_port_range(settings.udp_ports), settings.udp_socket_pairs
+            )
+            pool.open(self.loop)
+            service.pool = pool
+        service.server = await self.loop.create_server(
+            lambda: ClientProtocol(lambda conn, tr: self._new_session(service, conn, tr)),
+            host=host or None,
+            port=port,
+            reuse_address=True,
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+        udp = f", UDP {service.pool.pairs[0].ports[0]}+" if service.pool else ""
+        logger.info(
+            "{} {} listening on {}:{}{}",
+            service.spec.name,
+            service.spec.version,
+            host,
+            service.port,
+            udp,
+        )
+
+    def _new_session(self, service: FormatService, conn: Any, transport: Any) -> SessionDriver:
+        assert self.loop is not None
+        driver = SessionDriver(
+            self.loop,
+            conn,
+            transport,
+            service.pool,
+            self.host.hook,
+            on_done=service.sessions.discard,
+        )
+        ctx = SessionContext(
+            format_name=service.spec.name,
+            settings=service.settings,
+            config=self.config,
+            client=conn,
+            dataplane=driver.dataplane,
+            listen_port=service.port,
+            routes=self.config.routes,
+            hook=self.host.hook,
+            access_allowed=self.access.allows,
+            parent=self.config.parents.get(service.spec.name),
+        )
+        driver.layer = service.spec.make_layer(ctx)
+        service.sessions.add(driver)
+        return driver
+
+    async def stop(self) -> None:
+        for service in self.services.values():
+            if service.server is not None:
+                service.server.close()
+            for driver in list(service.sessions):
+                for transport in list(driver.transports.values()):
+                    transport.close()
+        await asyncio.sleep(0)
+        for service in self.services.values():
+            if service.server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(service.server.wait_closed(), 2)
+            for driver in list(service.sessions):
+                driver._teardown()
+            if service.pool is not None:
+                service.pool.close()
+
+    def session_count(self) -> int:
+        return sum(len(s.sessions) for s in self.services.values())
+
+
+async def serve_forever(server: ProxyServer) -> None:
+    """Run until cancelled (SIGINT/SIGTERM end the loop in the CLI)."""
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
