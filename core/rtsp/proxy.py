@@ -246,9 +246,12 @@ class RtspProxyLayer:
                 if self.closed:
                     return
         except ProtocolError as exc:
-            out.append(Log("INFO", f"{self.client}: bad RTSP from client: {exc}"))
+            why = str(exc)[:160]
+            out.append(Log("INFO", f"{self.client}: bad RTSP from client: {why}"))
             self._reply(out, exc.status_hint, None)
-            self._shutdown(out, f"bad request: {exc}", notify_origin=True, status=exc.status_hint)
+            self._shutdown(
+                out, f"bad request: {why}", notify_origin=True, status=exc.status_hint, drain=True
+            )
 
     def _client_frame(self, frame: InterleavedFrame, out: list[Command]) -> None:
         """RTCP from a TCP client: refreshes the session, and the origin hears it too."""
@@ -786,6 +789,7 @@ class RtspProxyLayer:
         notify_origin: bool,
         status: int | None = None,
         result: str = "PASS",
+        drain: bool = False,
     ) -> None:
         """Close everything: origin session (TEARDOWN if it still listens), client, record."""
         if self.closed:
@@ -814,7 +818,7 @@ class RtspProxyLayer:
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))
         self.origin_state = "closed"
-        out.append(CloseConnection(self.client))
+        out.append(CloseConnection(self.client, drain=drain))
 
     # -- replies --------------------------------------------------------------------------
 

@@ -32,10 +32,16 @@ class OpenConnection(Command):
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection(Command):
-    """Close after what was sent has been flushed (``abort`` drops it)."""
+    """Close after what was sent has been flushed (``abort`` drops it).
+
+    ``drain``: half-close (send FIN) and read and discard what the peer still sends for a short
+    while before closing, so an error reply is not destroyed by a TCP reset when the peer is
+    still sending (a client streaming a 1 MB header line must still read our 414).
+    """
 
     conn: Connection
     abort: bool = False
+    drain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

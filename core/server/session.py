@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 _INTERLEAVED = struct.Struct(">BBH")
 WRITE_HIGH_WATER = 1024 * 1024
+DRAIN_SECONDS = 2.0
 
 
 class InterleavedSink:
@@ -303,6 +304,9 @@ class SessionDriver:
             return
         if command.abort:
             transport.abort()
+        elif command.drain and transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(DRAIN_SECONDS, transport.close)
         else:
             transport.close()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediacache.config import Config, parse_config
+from mediacache.hookspecs import hookimpl
 from mediacache.logs import AccessRecord
 from mediacache.plugins import PluginHost, load_plugins
 from mediacache.server.app import ProxyServer
@@ -49,6 +50,7 @@ class RecordingObserver:
     records: list[AccessRecord] = field(default_factory=list)
     event: threading.Event = field(default_factory=threading.Event)
 
+    @hookimpl
     def mediacache_session_closed(self, record: AccessRecord) -> None:
         self.records.append(record)
         self.event.set()

@@ -1,0 +1,1 @@
+"""pytest plugin shipped with mediacache: fixtures for plugin authors (real peers, playbooks)."""
