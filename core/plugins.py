@@ -52,6 +52,12 @@ class PluginHost:
         except Exception as exc:  # pluggy validates hookimpls against the specs
             self._fail(name, repr(plugin), exc)
             return False
+        try:
+            self.pm.check_pending()  # a hookimpl naming no hookspec: a typo, refuse it
+        except Exception as exc:
+            self.pm.unregister(name=name)
+            self._fail(name, repr(plugin), exc)
+            return False
         impls = [
             impl
             for impl in self.pm.hook.mediacache_register_formats.get_hookimpls()
