@@ -159,8 +159,10 @@ def _build_extra(name: str, value: str | None) -> str:
             raise LocalProtocolError(f"{name} is a field of TransportSpec, not an extra")
         return name
     outside = _strip_quoted(value)
-    if key in _KNOWN_TRANSPORT_PARAMS or _UNSAFE_TEXT_RE.search(value) or any(
-        c in outside for c in ';,"'
+    if (
+        key in _KNOWN_TRANSPORT_PARAMS
+        or _UNSAFE_TEXT_RE.search(value)
+        or any(c in outside for c in ';,"')
     ):
         raise LocalProtocolError(f"illegal extra transport parameter {name}={value!r}")
     return f"{name}={value}"
@@ -353,9 +355,7 @@ def parse_range(value: str) -> NptRange:
     start = None if live or not first else _parse_npt_time(first)
     end = _parse_npt_time(second) if second else None
     if start is not None and end is not None and end < start:
-        raise RemoteProtocolError(
-            f"npt range ends before it starts: {rng[:40]!r}", status_hint=457
-        )
+        raise RemoteProtocolError(f"npt range ends before it starts: {rng[:40]!r}", status_hint=457)
     return NptRange(start, end, live)
 
 

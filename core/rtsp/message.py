@@ -459,9 +459,7 @@ class RtspReader:
                 return self._end_of_head()
 
     def _end_of_head(self) -> Event | None:
-        headers = Headers.__new__(Headers)
-        object.__setattr__(headers, "_pairs", tuple(self._lines))
-        object.__setattr__(headers, "_keys", tuple(n.lower() for n, _ in self._lines))
+        headers = Headers(self._lines)
         self._lines = []
         start = self._start
         assert start is not None
@@ -542,4 +540,3 @@ def _content_length(headers: Headers, max_body: int) -> int:
             f"body of {value[:30]} bytes exceeds the {max_body}-byte limit", status_hint=413
         )
     return int(value)
-
