@@ -243,26 +243,23 @@ def test_keepalives_follow_the_origin_session_timeout() -> None:
     """The origin times sessions out after 2 s; a client paused for 5 s (and silent, since it
     was told our timeout of 60 s) still resumes, because the proxy keeps the origin alive."""
     clip = make_clip(seconds=4, kind="h264_aac")
-    with GstRtspOrigin(vod={"clip.mp4": clip}, live=(), session_timeout=2) as o:
-        with (
-            ProxyThread(route_config(o)) as p,
-            MiniRtspClient("127.0.0.1", p.port("quicktime")) as c,
-        ):
-            url = proxied(p)
-            assert c.request("DESCRIBE", url).status == 200
-            for i in range(2):
-                transport = f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}"
-                assert (
-                    c.request("SETUP", f"{url}/stream={i}", [("Transport", transport)]).status
-                    == 200
-                )
-            assert c.request("PLAY", url).status == 200
-            c.read_frames(0.5, until_bye=False)
-            assert c.request("PAUSE", url).status == 200
-            time.sleep(5)
-            assert c.request("PLAY", url).status == 200
-            before = len(c.frames)
-            c.read_frames(1.5, until_bye=False)
-            assert len(c.frames) > before + 10
-            keepalives = [m for m, _ in o.requests() if m in ("GET_PARAMETER", "OPTIONS")]
-            assert len(keepalives) >= 2
+    with (
+        GstRtspOrigin(vod={"clip.mp4": clip}, live=(), session_timeout=2) as o,
+        ProxyThread(route_config(o)) as p,
+        MiniRtspClient("127.0.0.1", p.port("quicktime")) as c,
+    ):
+        url = proxied(p)
+        assert c.request("DESCRIBE", url).status == 200
+        for i in range(2):
+            transport = f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}"
+            assert c.request("SETUP", f"{url}/stream={i}", [("Transport", transport)]).status == 200
+        assert c.request("PLAY", url).status == 200
+        c.read_frames(0.5, until_bye=False)
+        assert c.request("PAUSE", url).status == 200
+        time.sleep(5)
+        assert c.request("PLAY", url).status == 200
+        before = len(c.frames)
+        c.read_frames(1.5, until_bye=False)
+        assert len(c.frames) > before + 10
+        keepalives = [m for m, _ in o.requests() if m in ("GET_PARAMETER", "OPTIONS")]
+        assert len(keepalives) >= 2
