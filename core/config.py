@@ -113,6 +113,10 @@ class CacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     memory_limit: Annotated[int, Meta(ge=0)] = 256 * 1024 * 1024
     disk_limit: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024 * 1024
     enabled: bool = True
+    background_fill: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    """A fill whose first client leaves goes on when other clients read it, or when at least
+    this fraction of the clip was received (Traffic Server's background fill); else it is
+    aborted. 1.0: only for readers; 0: always."""
 
 
 class AdminConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -84,3 +84,29 @@ def mediacache_session_closed(record: AccessRecord) -> None:
     refusal, origin failure). Observers must not block: the built-in access log writes a line.
     Exceptions are logged and ignored. All results are ignored.
     """
+
+
+# -- per client session: cache policy ------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mediacache_cache_variant(format_name: str, url: str, tracks: list[str]) -> str | None:
+    """The variant key of a clip: the part of the cache key beyond the URL.
+
+    Called at a session's first PLAY once it is known to be cacheable. ``url`` is the origin
+    URL of the presentation (without credentials), ``tracks`` the controls of the tracks the
+    client set up, relative to it (Real: the subscribed rules; Windows Media: the selected
+    stream numbers, as the format's layer reports them). Return a string to override the
+    format's own key (by default the sorted tracks joined by commas), or None.
+    The first non-None result wins.
+    """
+
+
+@hookspec(firstresult=True)
+def mediacache_cache_allowed(format_name: str, url: str, authenticated: bool) -> bool | None:
+    """May this clip be cached? Asked for content the origin served after authentication.
+
+    Return True or False to decide, or None to keep the format's rule (QuickTime and Real
+    cache it, and every later client must still pass the origin's authentication on its
+    accounting connection; Windows Media never caches it). The first non-None result wins.
+    """

@@ -483,3 +483,12 @@ def build_bye(bye: Bye) -> bytes:
     if reason is not None and len(reason) > 255:
         raise LocalProtocolError("BYE reason longer than 255 bytes")
     return _build(BYE, {"flags": {}, "ssrcs": list(bye.ssrcs), "reason": reason}, "BYE")
+
+
+def build_sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An RTCP SDES packet with one chunk carrying a CNAME (RFC 3550 §6.5): every compound
+    RTCP packet a sender emits must hold one, after its SR."""
+    text = cname.encode()[:255]
+    chunk = struct.pack(">IBB", ssrc & 0xFFFFFFFF, 1, len(text)) + text + b"\x00"
+    chunk += b"\x00" * (-len(chunk) % 4)
+    return struct.pack(">BBH", 0x81, RTCP_PT_SDES, len(chunk) // 4) + chunk

@@ -31,6 +31,7 @@ import tempfile
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import construct as cs
 import msgspec
@@ -323,34 +324,36 @@ def read_meta(path: Path) -> tuple[ObjectMeta, int]:
 class DirectoryLock:
     """Exclusive ``flock`` on ``directory/lock``, holding the owner's pid for error messages.
 
-    The lock file is never deleted: unlinking a lock file lets a second process lock a fresh
-    inode while the first still holds the old one.
+    The lock is held through a file object, so a store dropped without ``close`` releases it
+    when it is garbage-collected. The lock file is never deleted: unlinking a lock file lets a
+    second process lock a fresh inode while the first still holds the old one.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / "lock"
-        self._fd: int | None = None
+        self._file: BinaryIO | None = None
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        file = os.fdopen(fd, "r+b", buffering=0)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(fd)
-            os.close(fd)
+            file.close()
             raise CacheLockedError(self.directory, pid) from None
         except BaseException:
-            os.close(fd)
+            file.close()
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        self._file = file
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -521,16 +521,19 @@ class CacheStore:
         if entry is None:
             entry = self._entries[key] = _Entry(key=key, meta=meta)
         else:
-            if entry.obj is not None:
-                self._memory_bytes -= entry.meta.size
-            entry.meta = meta
             self._entries.move_to_end(key)
+            if entry.obj is not None:  # the previous content is never served again
+                self._memory_bytes -= entry.meta.size
+                entry.obj = None
+            entry.meta = meta
         entry.last_use = now
-        entry.obj = obj
-        self._memory_bytes += meta.size
+        if self._make_room(entry, meta.size, disk_tier=False):
+            entry.obj = obj
+            self._memory_bytes += meta.size
         if self._directory is not None:
             self._store_on_disk(entry, table, hasher)
-        self._evict_memory()
+        if entry.obj is None and entry.file_size is None:  # fits no tier: served to this fill only
+            del self._entries[key]
         self._dirty = True
         fill._finish(obj)
         self._maybe_flush()
@@ -544,8 +547,7 @@ class CacheStore:
             entry.file_size = None
         meta_bytes = disk.encode_meta(entry.meta)
         length = disk.file_length(meta_bytes, table)
-        if length <= self._disk_limit or self._is_pinned(entry.key):
-            self._evict_disk(extra=length, keep=entry.key)
+        if self._make_room(entry, length, disk_tier=True):
             try:
                 entry.file_size = disk.write_object(path, meta_bytes, table, hasher)
             except OSError as exc:
@@ -568,12 +570,8 @@ class CacheStore:
         self._check_open()
         entry = self._entries.get(key)
         obj = None
-        loaded = False
         if entry is not None:
-            obj = entry.obj
-            if obj is None:
-                obj = self._load(entry)
-                loaded = obj is not None
+            obj = entry.obj if entry.obj is not None else self._load(entry)
         if obj is None or entry is None:
             self._misses += 1
             return None
@@ -581,13 +579,12 @@ class CacheStore:
         entry.hits += 1
         entry.last_use = self._clock()
         self._entries.move_to_end(key)
-        if loaded:
-            self._evict_memory()
         self._dirty = True
         self._maybe_flush()
         return obj
 
     def _load(self, entry: _Entry) -> CachedObject | None:
+        """Map and verify the file of a disk-only entry; keep it in memory if it fits."""
         try:
             meta, table = disk.open_object(self._object_path(entry.key))
             if meta.key != entry.key:
@@ -596,9 +593,11 @@ class CacheStore:
             self._drop_damaged(entry, str(exc))
             return None
         entry.meta = meta
-        entry.obj = CachedObject(meta, table)
-        self._memory_bytes += meta.size
-        return entry.obj
+        obj = CachedObject(meta, table)
+        if self._make_room(entry, meta.size, disk_tier=False):
+            entry.obj = obj
+            self._memory_bytes += meta.size
+        return obj
 
     def contains(self, key: CacheKey) -> bool:
         """Whether a committed object for ``key`` is stored (no hit counted, nothing loaded)."""
@@ -609,6 +608,7 @@ class CacheStore:
         return [self._info(entry) for entry in reversed(self._entries.values())]
 
     def info(self, key: CacheKey) -> ObjectInfo | None:
+        """The :meth:`list` row for ``key`` (no hit counted), or None if it is not stored."""
         entry = self._entries.get(key)
         return self._info(entry) if entry is not None else None
 
@@ -684,9 +684,11 @@ class CacheStore:
 
     def pins(self) -> builtins.list[CacheKey | str]:
         """The pin rules: keys and URLs."""
-        return [*sorted(self._pin_urls), *self._pin_keys]
+        keys = sorted(self._pin_keys, key=lambda k: (k.format, k.url, k.variant))
+        return [*sorted(self._pin_urls), *keys]
 
     def is_pinned(self, key: CacheKey) -> bool:
+        """Whether ``key`` is covered by a pin rule (whether or not it is stored)."""
         return self._is_pinned(key)
 
     def _is_pinned(self, key: CacheKey) -> bool:
@@ -738,35 +740,61 @@ class CacheStore:
         self._maybe_flush()
 
     def _evict_memory(self) -> None:
+        """Trim the memory tier to its limit (least recently used unpinned objects first)."""
         over = self._memory_bytes - self._memory_limit
-        if over <= 0:
-            return
-        victims = []
-        for entry in self._entries.values():
-            if over <= 0:
-                break
-            if entry.obj is not None and entry.meta.size and not self._is_pinned(entry.key):
-                victims.append(entry)
-                over -= entry.meta.size
-        for entry in victims:
-            self._memory_evictions += 1
-            self._drop_memory(entry)
-        self._dirty = self._dirty or bool(victims)
+        if over > 0:
+            self._evict(self._victims(over, disk_tier=False)[0], disk_tier=False)
 
-    def _evict_disk(self, *, extra: int = 0, keep: CacheKey | None = None) -> None:
-        over = self._disk_bytes + extra - self._disk_limit
-        if over <= 0 or self._directory is None:
-            return
+    def _evict_disk(self) -> None:
+        """Trim the disk tier to its limit (least recently used unpinned files first)."""
+        over = self._disk_bytes - self._disk_limit
+        if over > 0 and self._directory is not None:
+            self._evict(self._victims(over, disk_tier=True)[0], disk_tier=True)
+
+    def _make_room(self, newcomer: _Entry, size: int, *, disk_tier: bool) -> bool:
+        """Evict so that ``size`` more bytes fit in a tier; whether the newcomer may enter.
+
+        An unpinned newcomer that cannot fit even then (pinned objects hold the rest) evicts
+        nothing and stays out, so it never empties a tier for nothing. A pinned newcomer
+        always enters, after evicting every unpinned object it can.
+        """
+        used, limit = (
+            (self._disk_bytes, self._disk_limit)
+            if disk_tier
+            else (self._memory_bytes, self._memory_limit)
+        )
+        over = used + size - limit
+        if over <= 0:
+            return True
+        victims, over = self._victims(over, disk_tier=disk_tier, keep=newcomer)
+        if over > 0 and not self._is_pinned(newcomer.key):
+            return False
+        self._evict(victims, disk_tier=disk_tier)
+        return True
+
+    def _victims(
+        self, over: int, *, disk_tier: bool, keep: _Entry | None = None
+    ) -> tuple[builtins.list[_Entry], int]:
+        """Least recently used unpinned entries of a tier freeing ``over`` bytes, and what is
+        still over after them (> 0 when pinned objects hold the rest)."""
         victims = []
         for entry in self._entries.values():
             if over <= 0:
                 break
-            if entry.file_size is not None and entry.key != keep and not self._is_pinned(entry.key):
+            charge = entry.file_size if disk_tier else (entry.meta.size if entry.obj else 0)
+            if charge and entry is not keep and not self._is_pinned(entry.key):
                 victims.append(entry)
-                over -= entry.file_size
+                over -= charge
+        return victims, over
+
+    def _evict(self, victims: builtins.list[_Entry], *, disk_tier: bool) -> None:
         for entry in victims:
-            self._disk_evictions += 1
-            self._drop_file(entry)
+            if disk_tier:
+                self._disk_evictions += 1
+                self._drop_file(entry)
+            else:
+                self._memory_evictions += 1
+                self._drop_memory(entry)
         self._dirty = self._dirty or bool(victims)
 
     def _drop_memory(self, entry: _Entry) -> None:

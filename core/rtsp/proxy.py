@@ -29,11 +29,28 @@ import dataclasses
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+from mediacache.cache.objects import CacheError, CacheKey
+from mediacache.cache.store import Fill
 from mediacache.errors import ProtocolError
 from mediacache.logs import AccessRecord
+from mediacache.rtsp.caching import (
+    FillRecorder,
+    RecordedTrack,
+    duration_of,
+    forbids_caching,
+    is_on_demand,
+    relative_control,
+    still_valid,
+    track_metas,
+    validators_of,
+    variant_key,
+)
 from mediacache.rtsp.headers import (
+    RtpInfo,
     TransportSpec,
+    parse_range,
     parse_rtp_info,
     parse_session,
     parse_transports,
@@ -49,7 +66,8 @@ from mediacache.rtsp.message import (
     build_request,
     build_response,
 )
-from mediacache.rtsp.sdp import build_sdp, parse_sdp, rewrite_controls
+from mediacache.rtsp.replay import ReplayTrack, RtpReplay
+from mediacache.rtsp.sdp import SessionDescription, build_sdp, parse_sdp, rewrite_controls
 from mediacache.rtsp.url import RtspUrl, parse_url, rebase_url
 from mediacache.sansio.commands import (
     CancelTimer,
@@ -60,6 +78,8 @@ from mediacache.sansio.commands import (
     OpenConnection,
     SendData,
     SetTimer,
+    StartPlayout,
+    StopPlayout,
     UnwatchDatagrams,
     WatchDatagrams,
 )
@@ -88,6 +108,8 @@ SUPPORTED_METHODS = (
 )
 SESSION_METHODS = frozenset({"PLAY", "PAUSE", "TEARDOWN"})
 MAX_QUEUED_REQUESTS = 16
+FILL_IDLE_LIMIT = 15.0
+"""A fill whose origin sends nothing for this long (while not paused) is aborted."""
 
 # Headers that describe one hop, rebuilt by us on each side rather than copied.
 _HOP_REQUEST = ("CSeq", "Session", "Content-Length", "Transport", "Connection", "Proxy-Require")
@@ -100,6 +122,9 @@ class RtspDialect:
     origin_tcp_protocol = "RTP/AVP/TCP"
     client_udp_protocol = "RTP/AVP"
     client_tcp_protocol = "RTP/AVP/TCP"
+    cache_authenticated = True
+    """May content the origin served only after authentication be cached? (Every later
+    client still has to pass the origin's authentication on its accounting connection.)"""
 
     def client_transport_usable(self, spec: TransportSpec) -> bool:
         """Can we serve a client that offers ``spec``? (unicast RTP over UDP or interleaved)."""
@@ -165,6 +190,20 @@ class _Target:
 
 
 @dataclass
+class _Described:
+    """The origin's answer to DESCRIBE: what the cache decision and the fill need."""
+
+    url: str  # origin URL of the presentation
+    base: str  # origin Content-Base (or the URL)
+    sdp: bytes
+    description: SessionDescription | None
+    validators: dict[str, str]
+    on_demand: bool
+    no_cache: bool
+    authenticated: bool
+
+
+@dataclass
 class _SessionStats:
     start: float
     url: str = ""
@@ -173,6 +212,8 @@ class _SessionStats:
     origin_bytes: int = 0
     user_agent: str = ""
     reason: str = ""
+    result: str = "PASS"
+    variant: str = ""
     sinks: list[Sink] = field(default_factory=list)
 
 
@@ -204,6 +245,15 @@ class RtspProxyLayer:
         self.access_checked = False
         self.closed = False
         self.last_origin_send = 0.0
+        # caching (see core/rtsp/caching.py)
+        self.described: _Described | None = None
+        self.setup_controls: list[str] = []  # origin control URL of each set-up track
+        self.cache_mode: str | None = None  # None (undecided) | PASS | MISS | HIT
+        self.cache_key: CacheKey | None = None
+        self.recorder: FillRecorder | None = None
+        self.replay: RtpReplay | None = None
+        self.background = False
+        """True while a fill goes on after its client left (the driver keeps the session)."""
 
     # -- event dispatch -------------------------------------------------------------------
 
@@ -222,7 +272,7 @@ class RtspProxyLayer:
             self._origin_opened(event, out)
         elif isinstance(event, ConnectionClosed):
             if event.conn is self.client:
-                self._shutdown(out, "client closed", notify_origin=True)
+                self._client_gone(out)
             elif event.conn is self.origin:
                 self._origin_closed(event, out)
         elif isinstance(event, TimerFired):
@@ -443,6 +493,8 @@ class RtspProxyLayer:
             ):
                 self._reply(out, 400, req.cseq, reason="Bad Request (one origin per connection)")
                 return
+        if req.method in ("PLAY", "PAUSE") and self._cache_play_pause(req, out):
+            return
         pending = _Pending(request=req)
         headers = req.headers
         for name in _HOP_REQUEST:
@@ -498,16 +550,19 @@ class RtspProxyLayer:
     # -- origin side ----------------------------------------------------------------------
 
     def _origin_data(self, data: bytes, out: list[Command]) -> None:
-        if self.stats is not None:
-            self.stats.origin_bytes += len(data)
         self.origin_reader.receive_data(data)
         sinks = self.channel_sinks
+        stats = self.stats
         try:
             while (ev := self.origin_reader.next_event()) is not None:
                 if type(ev) is InterleavedFrame:
                     sink = sinks.get(ev.channel)
                     if sink is not None:
                         sink.send(ev.payload)
+                    if stats is not None:
+                        stats.origin_bytes += len(ev.payload)
+                    if self.recorder is not None:
+                        self._record(ev, out)
                 elif isinstance(ev, Response):
                     self._origin_response(ev, out)
                     if self.closed:
@@ -569,6 +624,10 @@ class RtspProxyLayer:
         if "RTP-Info" in headers:
             headers = headers.with_("RTP-Info", self._rewrite_rtp_info(headers.get("RTP-Info")))
         ok = 200 <= resp.status < 300
+        if ok and req.method == "DESCRIBE":
+            self._remember_description(req, resp)
+        if ok and req.method == "PLAY" and self.cache_mode == "MISS":
+            self._begin_fill(req, resp, out)
         if ok and req.method == "DESCRIBE" and body and self.target.client_base is not None:
             try:
                 sdp = rewrite_controls(parse_sdp(body), self.target.to_client)
@@ -581,6 +640,7 @@ class RtspProxyLayer:
                 self._reply(out, 461, req.cseq, reason="Unsupported Transport (origin reply)")
                 return
             extra.append(("Transport", transport.build()))
+            self.setup_controls.append(self.target.to_origin(req.uri))
         if self.session_id is not None and (ok or "Session" in req.headers):
             extra.append(
                 ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
@@ -698,6 +758,347 @@ class RtspProxyLayer:
             self._reply(out, status, req.cseq, [("X-Mediacache-Error", why)])
         self._shutdown(out, why, notify_origin=False, status=status)
 
+    # -- caching ----------------------------------------------------------------------------
+
+    def _remember_description(self, req: Request, resp: Response) -> None:
+        assert self.target is not None
+        url = self.target.to_origin(req.uri)
+        base = resp.headers.get("Content-Base") or resp.headers.get("Content-Location") or url
+        try:
+            sd: SessionDescription | None = parse_sdp(resp.body) if resp.body else None
+        except ProtocolError:
+            sd = None
+        route_live = self._route_live()
+        on_demand = sd is not None and is_on_demand(sd)
+        if route_live is not None:
+            on_demand = not route_live
+        self.described = _Described(
+            url=url,
+            base=base,
+            sdp=resp.body,
+            description=sd,
+            validators=validators_of(resp.headers, resp.body),
+            on_demand=on_demand,
+            no_cache=forbids_caching(resp.headers),
+            authenticated="Authorization" in req.headers,
+        )
+        self.setup_controls = []
+
+    def _route_live(self) -> bool | None:
+        if self.target is None or self.target.client_base is None:
+            return None
+        for route in self.ctx.routes:
+            if route.origin == self.target.origin_base and route.format == self.ctx.format_name:
+                return route.live
+        return None
+
+    def _cache_play_pause(self, req: Request, out: list[Command]) -> bool:
+        """Decide HIT/MISS/PASS at the first PLAY; serve HIT sessions' PLAY/PAUSE ourselves.
+        True when the request was answered here (it must not go to the origin)."""
+        if req.method == "PLAY" and self.cache_mode is None:
+            self._decide(req, out)
+        if self.cache_mode == "HIT":
+            self._local_play_pause(req, out)
+            return True
+        recorder = self.recorder
+        if recorder is not None:
+            now = self.ctx.monotonic()
+            if req.method == "PAUSE":
+                recorder.pause(now)
+            elif self._requested_start(req) not in (None, 0.0) and recorder.paused_at is None:
+                self._abort_fill(out, "the client seeked during the fill")
+            elif self._requested_start(req) not in (None,) and recorder.paused_at is not None:
+                position = recorder.paused_at - recorder.started - recorder.paused_total
+                if abs((self._requested_start(req) or 0.0) - position) > 0.5:
+                    self._abort_fill(out, "the client seeked during the fill")
+        return False
+
+    @staticmethod
+    def _requested_start(req: Request) -> float | None:
+        value = req.headers.get("Range")
+        if not value:
+            return None
+        try:
+            return parse_range(value).start
+        except ProtocolError:
+            return None
+
+    def _pass(self, why: str, out: list[Command]) -> None:
+        self.cache_mode = "PASS"
+        out.append(Log("DEBUG", f"{self.client}: not cached: {why}"))
+
+    def _decide(self, req: Request, out: list[Command]) -> None:
+        cache = self.ctx.cache
+        described = self.described
+        if cache is None or not cache.settings.enabled:
+            return self._pass("cache disabled", out)
+        if described is None or described.description is None or not self.tracks:
+            return self._pass("no description", out)
+        if not described.on_demand:
+            return self._pass("live or unknown length", out)
+        if described.no_cache:
+            return self._pass("origin said no-cache", out)
+        if described.authenticated and not self._may_cache_authenticated(described.url):
+            return self._pass("authenticated content", out)
+        relative = [relative_control(described.base, c) for c in self.setup_controls]
+        variant = None
+        if self.ctx.hook is not None:
+            variant = self.ctx.hook.mediacache_cache_variant(
+                format_name=self.ctx.format_name, url=described.url, tracks=relative
+            )
+        variant = variant if variant is not None else variant_key(relative)
+        key = CacheKey.make(self.ctx.format_name, described.url, variant)
+        if self.stats is not None:
+            self.stats.variant = variant
+        store = cache.store
+        obj = store.get(key)
+        if obj is not None and still_valid(obj.meta.validators, described.validators):
+            return self._start_hit(key, obj, out)
+        if obj is not None:
+            out.append(Log("INFO", f"{self.client}: {key.url} changed at the origin: refetching"))
+            store.purge(key)
+        fill = store.get_fill(key)
+        if fill is not None and still_valid(fill.meta.validators, described.validators):
+            return self._start_hit(key, fill, out)
+        if self._requested_start(req) not in (None, 0.0):
+            return self._pass("a miss that does not start at 0", out)
+        for name in ("Scale", "Speed"):
+            value = req.headers.get(name)
+            if value and value.strip() not in ("1", "1.0"):
+                return self._pass(f"{name}: {value}", out)
+        if fill is not None:
+            return self._pass("a different version of the clip is being filled", out)
+        self.cache_mode = "MISS"
+        self.cache_key = key
+        if self.stats is not None:
+            self.stats.result = "MISS"
+        return None
+
+    def _may_cache_authenticated(self, url: str) -> bool:
+        if self.ctx.hook is not None:
+            verdict = self.ctx.hook.mediacache_cache_allowed(
+                format_name=self.ctx.format_name, url=url, authenticated=True
+            )
+            if verdict is not None:
+                return bool(verdict)
+        return self.dialect.cache_authenticated
+
+    def _start_hit(self, key: CacheKey, source: Any, out: list[Command]) -> None:
+        """Serve this session from ``source`` (an object, or a fill in progress)."""
+        meta = source.meta
+        described = self.described
+        assert described is not None
+        stored = {relative_control(described.base, t.control): t for t in meta.tracks}
+        replay_tracks: list[ReplayTrack | None] = [None] * len(meta.tracks)
+        for track, control in zip(self.tracks, self.setup_controls, strict=False):
+            tmeta = stored.get(relative_control(described.base, control))
+            if tmeta is None:
+                return self._pass("stored tracks differ", out)
+            rtptime = tmeta.extra.get("rtptime")
+            ssrc = track.client_transport.ssrc
+            replay_tracks[tmeta.track_id] = ReplayTrack(
+                rtp_sink=track.rtp_sink,
+                rtcp_sink=track.rtcp_sink,
+                clock_rate=tmeta.clock_rate or 90000,
+                codec=tmeta.codec,
+                origin_rtptime=int(rtptime) if rtptime else self._first_ts(source, tmeta.track_id),
+                origin_npt=float(tmeta.extra.get("npt", "0")),
+                **({"ssrc": int(ssrc, 16)} if ssrc and _is_hex(ssrc) else {}),
+            )
+        if any(t is None for t in replay_tracks):
+            return self._pass("stored tracks differ", out)
+        self.replay = RtpReplay(source, replay_tracks, wallclock=self.ctx.clock)  # type: ignore[arg-type]
+        self.cache_mode = "HIT"
+        self.cache_key = key
+        assert self.ctx.cache is not None
+        self.ctx.cache.join(key)
+        if self.stats is not None:
+            self.stats.result = "HIT"
+        self.duration = meta.duration
+        return None
+
+    @staticmethod
+    def _first_ts(source: Any, track_index: int) -> int:
+        from mediacache.cache.playout import available
+        from mediacache.rtp import rtp_timestamp
+
+        for i in range(min(available(source), 2000)):
+            packet = source.packet(i)
+            if packet.track == track_index:
+                return rtp_timestamp(packet.payload)
+        return 0
+
+    def _local_play_pause(self, req: Request, out: list[Command]) -> None:
+        replay = self.replay
+        assert replay is not None
+        session = [
+            ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
+        ]
+        if req.method == "PAUSE":
+            replay.pause()
+            out.append(StopPlayout(replay))
+            self._reply(out, 200, req.cseq, session)
+            return
+        try:
+            npt = (
+                parse_range(req.headers.get("Range") or "").start
+                if "Range" in req.headers
+                else None
+            )
+        except ProtocolError as exc:
+            self._reply(out, exc.status_hint, req.cseq)
+            return
+        duration = getattr(self, "duration", None)
+        if npt is not None and duration is not None and npt > duration:
+            self._reply(out, 457, req.cseq)
+            return
+        start, infos = replay.play(self.ctx.monotonic(), npt)
+        end = f"{duration:.3f}" if duration is not None else ""
+        rtp_info = ", ".join(
+            RtpInfo(url=track.url, seq=seq, rtptime=rtptime).build()
+            for track, (seq, rtptime) in zip(self._tracks_by_replay_order(), infos, strict=True)
+        )
+        headers = [*session, ("Range", f"npt={start:.3f}-{end}"), ("RTP-Info", rtp_info)]
+        self._reply(out, 200, req.cseq, headers)
+        if self.stats is not None and self.stats.status < 300:
+            self.stats.status = 200
+        out.append(StartPlayout(replay))
+
+    def _tracks_by_replay_order(self) -> list[Track]:
+        """Client tracks ordered like the replay's (stored) tracks."""
+        replay = self.replay
+        assert replay is not None
+        order = []
+        for rt in replay.tracks:
+            order.append(next(t for t in self.tracks if t.rtp_sink is rt.rtp_sink))
+        return order
+
+    def _begin_fill(self, req: Request, resp: Response, out: list[Command]) -> None:
+        """The origin accepted the PLAY of a miss: open the fill and record from now on."""
+        cache, described, key = self.ctx.cache, self.described, self.cache_key
+        if self.recorder is not None:
+            self.recorder.resume(self.ctx.monotonic())
+            return
+        assert cache is not None and described is not None and key is not None
+        assert described.description is not None
+        sd = described.description
+        try:
+            infos = (
+                parse_rtp_info(resp.headers.get("RTP-Info") or "")
+                if "RTP-Info" in resp.headers
+                else []
+            )
+            npt = parse_range(resp.headers.get("Range") or "npt=0-").start or 0.0
+        except ProtocolError:
+            infos, npt = [], 0.0
+        media_indexes = [self._media_index(sd, described.base, c) for c in self.setup_controls]
+        metas = track_metas(sd, self.setup_controls, media_indexes, infos, npt)
+        try:
+            fill: Fill = cache.store.begin_fill(
+                key,
+                description=described.sdp,
+                tracks=metas,
+                validators=described.validators,
+                duration=duration_of(sd),
+                format_data={"content-base": described.base},
+            )
+        except CacheError as exc:
+            self._pass(f"fill not started: {exc}", out)
+            return
+        rtp_tracks: dict[int, RecordedTrack] = {}
+        rtcp_tracks: dict[int, RecordedTrack] = {}
+        for i, track in enumerate(self.tracks):
+            rec = RecordedTrack(meta_index=i)
+            rtp_tracks[track.origin_channels[0]] = rec
+            rtcp_tracks[track.origin_channels[1]] = rec
+        self.recorder = FillRecorder(fill, rtp_tracks, rtcp_tracks, started=self.ctx.monotonic())
+        out.append(Log("INFO", f"{self.client}: cache fill of {key.url} [{key.variant}] started"))
+        out.append(SetTimer("fill-watchdog", FILL_IDLE_LIMIT))
+
+    @staticmethod
+    def _media_index(sd: SessionDescription, base: str, control: str) -> int:
+        from mediacache.rtsp.url import resolve_url
+
+        for i, media in enumerate(sd.media):
+            resolved = resolve_url(base, media.control) if media.control else ""
+            if resolved and resolved.rstrip("/") == control.rstrip("/"):
+                return i
+        return 0
+
+    def _record(self, frame: InterleavedFrame, out: list[Command]) -> None:
+        recorder = self.recorder
+        assert recorder is not None
+        if frame.channel in recorder.rtp_tracks:
+            recorder.on_rtp(frame.channel, frame.payload, self.ctx.monotonic())
+            if recorder.failed:
+                self._abort_fill(out, recorder.failed)
+        elif frame.channel in recorder.rtcp_tracks:
+            ended = recorder.on_rtcp(frame.channel, frame.payload)
+            if ended:
+                self._commit_fill(out)
+
+    def _commit_fill(self, out: list[Command]) -> None:
+        recorder = self.recorder
+        assert recorder is not None
+        self.recorder = None
+        out.append(CancelTimer("fill-watchdog"))
+        try:
+            obj = recorder.fill.commit()
+        except (CacheError, OSError) as exc:
+            out.append(Log("ERROR", f"{self.client}: cache fill not stored: {exc}"))
+        else:
+            out.append(
+                Log(
+                    "INFO",
+                    f"{self.client}: cached {obj.meta.key.url} [{obj.meta.key.variant}]: "
+                    f"{obj.meta.packet_count} packets, {obj.meta.size} bytes",
+                )
+            )
+        if self.background:
+            self._shutdown(out, "background fill complete", notify_origin=True)
+
+    def _abort_fill(self, out: list[Command], why: str) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        self.recorder = None
+        out.append(CancelTimer("fill-watchdog"))
+        recorder.fill.abort(why)
+        out.append(Log("INFO", f"{self.client}: cache fill aborted: {why}"))
+        if self.background:
+            self._shutdown(out, f"background fill aborted: {why}", notify_origin=True)
+
+    def _client_gone(self, out: list[Command]) -> None:
+        """The client left. A fill in progress may go on in the background (see CacheConfig)."""
+        recorder, cache = self.recorder, self.ctx.cache
+        if recorder is not None and cache is not None and self.origin_state == "open":
+            readers = cache.readers.get(recorder.fill.key, 0)
+            duration = recorder.fill.meta.duration or 0.0
+            progress = recorder.received_time / duration if duration else 0.0
+            if readers > 0 or progress >= cache.settings.background_fill:
+                self.background = True
+                out.append(
+                    Log(
+                        "INFO",
+                        f"{self.client}: left during the fill; it goes on "
+                        f"({readers} readers, {progress:.0%} received)",
+                    )
+                )
+                self._release_tracks(out)
+                self._emit_record(out, "client closed")
+                out.append(CancelTimer("client-timeout"))
+                return
+        self._shutdown(out, "client closed", notify_origin=True)
+
+    def _stop_cache_use(self, out: list[Command]) -> None:
+        if self.replay is not None:
+            out.append(StopPlayout(self.replay))
+            self.replay = None
+            if self.ctx.cache is not None and self.cache_key is not None:
+                self.ctx.cache.leave(self.cache_key)
+        if self.recorder is not None and not self.background:
+            self._abort_fill(out, "the session ended before the clip did")
+
     # -- timers ---------------------------------------------------------------------------
 
     def _timer(self, name: str, out: list[Command]) -> None:
@@ -712,6 +1113,13 @@ class RtspProxyLayer:
             self._shutdown(out, "timeout", notify_origin=True, status=408)
         elif name == "origin-keepalive":
             self._origin_keepalive(out)
+        elif name == "fill-watchdog" and self.recorder is not None:
+            recorder = self.recorder
+            now = self.ctx.monotonic() - recorder.started - recorder.paused_total
+            if recorder.paused_at is None and now - recorder.received_time > FILL_IDLE_LIMIT:
+                self._abort_fill(out, "the origin stopped sending")
+            else:
+                out.append(SetTimer("fill-watchdog", FILL_IDLE_LIMIT))
         elif name == "origin-response" and self.pending:
             out.append(Log("WARNING", f"{self.client}: origin did not answer in time"))
             self._fail_origin(out, 504, "origin did not answer in time")
@@ -741,6 +1149,10 @@ class RtspProxyLayer:
 
     def _end_session(self, out: list[Command], reason: str) -> None:
         """The RTSP session ended (TEARDOWN); the connection may go on with a new one."""
+        self._stop_cache_use(out)
+        self.cache_mode = None
+        self.cache_key = None
+        self.setup_controls = []
         self._release_tracks(out)
         self._emit_record(out, reason)
         self.session_id = None
@@ -771,7 +1183,8 @@ class RtspProxyLayer:
             format=self.ctx.format_name,
             url=stats.url,
             status=stats.status or status or 0,
-            result=result,  # type: ignore[arg-type]
+            result=(result if result != "PASS" else stats.result),  # type: ignore[arg-type]
+            variant=stats.variant,
             transport=stats.transport,
             bytes_to_client=sent,
             origin_bytes=stats.origin_bytes,
@@ -810,10 +1223,12 @@ class RtspProxyLayer:
                 b"",
                 _Pending(None, "teardown"),
             )
+        self.background = False
+        self._stop_cache_use(out)
         self._release_tracks(out)
         self._emit_record(out, reason, status, result)
         self.closed = True
-        for name in ("client-timeout", "origin-keepalive", "origin-response"):
+        for name in ("client-timeout", "origin-keepalive", "origin-response", "fill-watchdog"):
             out.append(CancelTimer(name))
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))
@@ -846,3 +1261,11 @@ def _strip_credentials(uri: str) -> str:
         return str(parse_url(uri).without_credentials())
     except ProtocolError:
         return uri
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return len(value) <= 8

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mediacache.sansio.connection import Connection
 
@@ -75,6 +75,26 @@ class WatchDatagrams(Command):
 @dataclass(frozen=True, slots=True)
 class UnwatchDatagrams(Command):
     addr: tuple[str, int]
+
+
+class Pumped(Protocol):
+    """Something the server's playout scheduler drives (a cached clip's replay)."""
+
+    def pump(self, now: float) -> float | None:
+        """Send what is due at ``now`` (monotonic); the next time to call, or None to stop."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StartPlayout(Command):
+    """Call ``player.pump`` at the times it asks, starting now, until it returns None."""
+
+    player: Pumped
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StopPlayout(Command):
+    player: Pumped
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mediacache.sansio.connection import Connection
 
 if TYPE_CHECKING:
+    from mediacache.cache.service import CacheService
     from mediacache.config import Config, FormatConfig, Route
     from mediacache.sansio.commands import Command
     from mediacache.sansio.events import Event
@@ -70,5 +71,9 @@ class SessionContext:
     """The pluggy hook relay (``hook.mediacache_access_check(...)`` etc.), or None in tests."""
     access_allowed: Callable[[str], bool] = lambda host: True
     clock: Callable[[], float] = time.time
+    """Wall clock, for records and RTCP."""
+    monotonic: Callable[[], float] = time.monotonic
+    """The clock of timers and playout (the server's loop time)."""
+    cache: CacheService | None = None
     parent: str | None = None
     """``[parents] NAME``: a parent proxy URL every origin request is sent through."""

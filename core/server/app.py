@@ -11,6 +11,8 @@ from typing import Any
 from loguru import logger
 
 from mediacache.access import AccessList
+from mediacache.cache.service import CacheService
+from mediacache.cache.store import CacheStore
 from mediacache.config import (
     Config,
     FormatConfig,
@@ -22,6 +24,7 @@ from mediacache.config import (
 from mediacache.formats import FormatSpec
 from mediacache.plugins import PluginHost
 from mediacache.sansio.layer import SessionContext
+from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.session import ClientProtocol, SessionDriver
 from mediacache.server.udp import UdpPool
 
@@ -54,6 +57,8 @@ class ProxyServer:
         self.access = AccessList(config.access.allow, config.access.deny)
         self.services: dict[str, FormatService] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.scheduler: PlayoutScheduler | None = None
+        self.cache: CacheService | None = None
         for warning in validate_routes(config, host.registry.names()):
             logger.warning("config {}: {}", config.source, warning)
         for spec in host.registry:
@@ -63,6 +68,9 @@ class ProxyServer:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.scheduler = PlayoutScheduler(self.loop)
+        if self.config.cache.enabled:
+            self.cache = CacheService(open_store(self.config), self.config.cache)
         self.host.hook.mediacache_configure(config=self.config)
         if not self.services:
             logger.warning("no format is installed or enabled: nothing to serve")
@@ -107,6 +115,7 @@ class ProxyServer:
             service.pool,
             self.host.hook,
             on_done=service.sessions.discard,
+            scheduler=self.scheduler,
         )
         ctx = SessionContext(
             format_name=service.spec.name,
@@ -119,6 +128,8 @@ class ProxyServer:
             hook=self.host.hook,
             access_allowed=self.access.allows,
             parent=self.config.parents.get(service.spec.name),
+            monotonic=self.loop.time,
+            cache=self.cache,
         )
         driver.layer = service.spec.make_layer(ctx)
         service.sessions.add(driver)
@@ -140,6 +151,11 @@ class ProxyServer:
                 driver._teardown()
             if service.pool is not None:
                 service.pool.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
+        if self.cache is not None:
+            self.cache.store.close()
+            self.cache = None
 
     def session_count(self) -> int:
         return sum(len(s.sessions) for s in self.services.values())
@@ -152,3 +168,17 @@ async def serve_forever(server: ProxyServer) -> None:
         await asyncio.Event().wait()
     finally:
         await server.stop()
+
+
+def open_store(config: Config) -> CacheStore:
+    """The cache store of ``cache_dir``; a damaged object is reported and refetched later."""
+
+    def damaged(key: Any, reason: str) -> None:
+        logger.warning("cache: dropped a damaged object {}: {}", key, reason)
+
+    return CacheStore(
+        config.cache_dir,
+        memory_limit=config.cache.memory_limit,
+        disk_limit=config.cache.disk_limit,
+        on_damaged=damaged,
+    )

@@ -24,6 +24,8 @@ from mediacache.sansio.commands import (
     PauseReading,
     SendData,
     SetTimer,
+    StartPlayout,
+    StopPlayout,
     UnwatchDatagrams,
     WatchDatagrams,
 )
@@ -37,6 +39,7 @@ from mediacache.sansio.events import (
     Start,
     TimerFired,
 )
+from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.udp import UdpPool, UdpSink
 
 if TYPE_CHECKING:
@@ -145,6 +148,7 @@ class SessionDriver:
         pool: UdpPool | None,
         hook: Any,
         on_done: Any = None,
+        scheduler: PlayoutScheduler | None = None,
     ) -> None:
         self.loop = loop
         self.client = client
@@ -152,6 +156,8 @@ class SessionDriver:
         self.pool = pool
         self.hook = hook
         self.on_done = on_done
+        self.scheduler = scheduler
+        self.players: set[Any] = set()
         self.dataplane = SessionDataPlane(self, pool)
         self.layer: Layer | None = None
         self.timers: dict[str, asyncio.TimerHandle] = {}
@@ -189,8 +195,10 @@ class SessionDriver:
         self.transports.pop(conn, None)
         if not self.done:
             self.feed(ConnectionClosed(conn, str(exc) if exc else None))
-        if conn is self.client:
+        if conn is self.client and not getattr(self.layer, "background", False):
             self._teardown()
+        elif self.client.closed and not self.transports and not self.opening:
+            self._teardown()  # a background session (a cache fill) has finished
 
     def pause_writing(self, conn: Connection) -> None:
         """A slow client: stop reading from its origin connections (back-pressure)."""
@@ -239,6 +247,14 @@ class SessionDriver:
                     transport.pause_reading()
                 else:
                     transport.resume_reading()
+        elif kind is StartPlayout:
+            if self.scheduler is not None:
+                self.players.add(command.player)  # type: ignore[attr-defined]
+                self.scheduler.start(command.player)  # type: ignore[attr-defined]
+        elif kind is StopPlayout:
+            self.players.discard(command.player)  # type: ignore[attr-defined]
+            if self.scheduler is not None:
+                self.scheduler.stop(command.player)  # type: ignore[attr-defined]
         elif kind is Log:
             logger.log(command.level, command.message)  # type: ignore[attr-defined]
         elif kind is EmitRecord:
@@ -318,6 +334,10 @@ class SessionDriver:
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()
+        if self.scheduler is not None:
+            for player in self.players:
+                self.scheduler.stop(player)
+        self.players.clear()
         for addr in list(self.watched):
             self._unwatch(addr)
         for task in self.opening.values():

@@ -275,12 +275,14 @@ def _clip_recipe(kind: ClipKind, seconds: float) -> tuple[str, list[str]]:
                         "-b:a", "64k", "-f", "asf"]
     if kind == "wmv_multirate":
         # Intelligent Streaming: one ASF, the same picture at three bit rates, one audio stream.
-        rates = ["500k", "250k", "100k"]
+        # testsrc2, not testsrc: wmv2 codes testsrc at 280-370 kbit/s whatever -b:v asks, while
+        # testsrc2 comes out at about 850/500/310 kbit/s for 600k/300k/150k.
         maps = []
-        for i, rate in enumerate(rates):
+        for i, rate in enumerate(("600k", "300k", "150k")):
             maps += ["-map", "0:v", f"-b:v:{i}", rate]
-        return ".wmv", [*vin, *ain, "-t", t, *maps, "-map", "1:a", "-c:v", "wmv2",
-                        "-c:a", "wmav2", "-b:a", "64k", "-f", "asf"]
+        return ".wmv", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", *ain, "-t", t,
+                        *maps, "-map", "1:a", "-c:v", "wmv2", "-c:a", "wmav2", "-b:a", "64k",
+                        "-f", "asf"]
     raise ValueError(f"unknown clip kind {kind!r}")
 
 
@@ -902,9 +904,15 @@ def run_vlc(url: str, seconds: float = 10.0, *,
     bounds it (SIGTERM, counted as ``timed_out`` — normal for live streams).
     """
     home = _nobody_dir(Path(tempfile.gettempdir()) / "vlchome")
+    work = _nobody_dir(Path(tempfile.mkdtemp(prefix="mediacache-vlc-")))
+    if os.path.isfile(url):
+        # nobody may not reach the caller's file (pytest's tmp_path is 0700): give VLC a copy.
+        local = work / Path(url).name
+        shutil.copyfile(url, local)
+        local.chmod(0o644)
+        url = str(local)
     if output is None:
-        outdir = _nobody_dir(Path(tempfile.mkdtemp(prefix="vlc-out-")))
-        out_path = outdir / "out.ts"
+        out_path = work / "out.ts"
     else:
         out_path = Path(output)
         _nobody_dir(out_path.parent)

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,11 +67,16 @@ class ProxyThread:
         *,
         host: PluginHost | None = None,
         listen_host: str = "127.0.0.1",
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config_text = config_text
         self.plugin_host = host or load_plugins()
         self.listen_host = listen_host
         self.observer = RecordingObserver()
+        self._own_cache_dir = cache_dir is None
+        self.cache_dir = (
+            str(cache_dir) if cache_dir is not None else tempfile.mkdtemp(prefix="mc-cache-")
+        )
         self.loop = asyncio.new_event_loop()
         self.server: ProxyServer | None = None
         self.thread = threading.Thread(target=self._run, name="mediacache-proxy", daemon=True)
@@ -78,6 +85,8 @@ class ProxyThread:
 
     def _config(self) -> Config:
         config = parse_config(self.config_text, "<test>")
+        if "cache_dir" not in self.config_text:
+            config.cache_dir = self.cache_dir
         for spec in self.plugin_host.registry:
             table = config.formats.setdefault(spec.name, {})
             table.setdefault("listen", f"{self.listen_host}:0")
@@ -118,6 +127,8 @@ class ProxyThread:
         self.thread.join(10)
         with contextlib.suppress(ValueError):
             self.plugin_host.pm.unregister(self.observer)
+        if self._own_cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     # -- looking inside -------------------------------------------------------------------
 
@@ -148,6 +159,12 @@ class ProxyThread:
         return int(
             self.call(lambda: sum(len(s.pool.watchers) for s in server.services.values() if s.pool))
         )
+
+    @property
+    def cache(self) -> Any:
+        """The running proxy's CacheService (call its methods through :meth:`call`)."""
+        assert self.server is not None
+        return self.server.cache
 
     def records(self) -> list[AccessRecord]:
         return list(self.observer.records)

@@ -50,7 +50,8 @@ def route_config(origin: GstRtspOrigin, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def proxy(origin: GstRtspOrigin) -> Iterator[ProxyThread]:
-    with ProxyThread(route_config(origin)) as p:
+    """Pass-through only: the cache has tests of its own (test_quicktime_cache.py)."""
+    with ProxyThread(route_config(origin, "[cache]\nenabled = false\n")) as p:
         yield p
 
 
@@ -163,6 +164,7 @@ def test_hostile_input_gets_errors_and_leaks_nothing(origin: GstRtspOrigin) -> N
             assert c.request("OPTIONS", "*").status == 200
         assert p.wait_idle(5)
         fds, tasks = open_fds(), p.task_count()
+        origin_sessions = origin.active_sessions()
 
         def raw(data: bytes, *, shut: bool = True) -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -208,7 +210,7 @@ def test_hostile_input_gets_errors_and_leaks_nothing(origin: GstRtspOrigin) -> N
         with MiniRtspClient("127.0.0.1", port) as c2:
             assert c2.request("DESCRIBE", url).status == 200
         assert p.wait_idle(10)
-        assert origin.wait_for(lambda: origin.active_sessions() == 0, 10)
+        assert origin.wait_for(lambda: origin.active_sessions() <= origin_sessions, 10)
         time.sleep(0.3)
         assert p.task_count() <= tasks
         assert open_fds() <= fds

@@ -1,0 +1,1 @@
+"""Wire formats of Windows Media: ``mms`` (MMS over TCP/UDP) and ``asf`` (the media container)."""
