@@ -77,6 +77,48 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if host.failures and args.strict else 0
 
 
+def cmd_origin(args: argparse.Namespace) -> int:
+    """Run a format's reference origin (for formats with no open-source server)."""
+    from pathlib import Path
+
+    from mediacache.config import LogConfig
+    from mediacache.formats import OriginOptions
+    from mediacache.server.app import ProxyServer, serve_forever
+
+    setup_logging(LogConfig(level=args.log_level))
+    host = load_plugins()
+    spec = host.registry.get(args.format)
+    if spec is None or spec.reference_origin is None:
+        names = [s.name for s in host.registry if s.reference_origin is not None]
+        print(
+            f"mediacache: no reference origin for {args.format!r} (have: {names})", file=sys.stderr
+        )
+        return 2
+    options = OriginOptions(
+        root=Path(args.root),
+        listen=args.listen,
+        udp_ports=args.udp_ports or "",
+        max_sessions=args.max_sessions,
+        auth=args.auth,
+    )
+    server = ProxyServer.reference_origin(spec, options, host)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_forever(server)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        logger.error("cannot start: {}", exc)
+        return 1
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config, host = _load(args.file)
@@ -102,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of failures")
     p.add_argument("--strict", action="store_true", help="exit 1 when a plugin failed")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("origin", help="run a format's reference origin server")
+    p.add_argument("format", help="format name, e.g. realmedia or wmt")
+    p.add_argument("--root", required=True, help="directory of clips; DIR/live/ are live")
+    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--udp-ports", help="LOW-HIGH server UDP ports (formats with UDP data)")
+    p.add_argument("--max-sessions", type=int, help="refuse sessions beyond N")
+    p.add_argument("--auth", help="USER:PASS required of clients")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_origin)
 
     p = sub.add_parser("check-config", help="validate a config file without starting")
     p.add_argument("file")

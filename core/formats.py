@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mediacache.config import FormatConfig
 
@@ -13,13 +14,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginOptions:
+    """``mediacache origin NAME --root DIR --listen HOST:PORT ...``"""
+
+    root: Path
+    listen: str
+    udp_ports: str = ""
+    max_sessions: int | None = None
+    """Refuse sessions beyond this many (RTSP 453, MMS error): licence limits made testable."""
+    auth: str | None = None
+    """``user:pass``: require these credentials (RTSP Basic/Digest, MMS's own)."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class FormatSpec:
     """One streaming format: its name, its defaults and the factories the core calls.
 
     ``make_layer`` builds the sans-I/O protocol layer that serves one client control
-    connection. ``reference_origin``, where the format has no open-source origin server, runs
-    the plugin's own origin (``mediacache origin NAME``): it is given the parsed command-line
-    arguments as a mapping and returns an awaitable that serves until cancelled.
+    connection. ``reference_origin``, where the format has no open-source origin server, is the
+    plugin's own origin (``mediacache origin NAME``): given the :class:`OriginOptions` it
+    returns the layer factory for one client connection of the origin. The core runs it like
+    the proxy (same listener, UDP sockets, timers and playout scheduler), so the origin is
+    sans-I/O too; state shared by its connections (the session count) lives in the factory.
     """
 
     name: str
@@ -28,7 +45,7 @@ class FormatSpec:
     protocols: tuple[str, ...]
     config_type: type[FormatConfig]
     make_layer: Callable[[SessionContext], Layer]
-    reference_origin: Callable[[dict[str, Any]], Any] | None = None
+    reference_origin: Callable[[OriginOptions], Callable[[SessionContext], Layer]] | None = None
     origin_schemes: tuple[str, ...] = ("rtsp",)
 
     @property

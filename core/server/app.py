@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from loguru import logger
 
 from mediacache.access import AccessList
@@ -21,9 +23,9 @@ from mediacache.config import (
     split_host_port,
     validate_routes,
 )
-from mediacache.formats import FormatSpec
+from mediacache.formats import FormatSpec, OriginOptions
 from mediacache.plugins import PluginHost
-from mediacache.sansio.layer import SessionContext
+from mediacache.sansio.layer import Layer, SessionContext
 from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.session import ClientProtocol, SessionDriver
 from mediacache.server.udp import UdpPool
@@ -39,6 +41,8 @@ class FormatService:
     pool: UdpPool | None = None
     sessions: set[SessionDriver] = field(default_factory=set)
     listen: tuple[str, int] = ("", 0)
+    make_layer: Callable[[SessionContext], Layer] | None = None
+    """Overrides ``spec.make_layer`` (a reference origin is served this way)."""
 
     @property
     def port(self) -> int:
@@ -51,7 +55,27 @@ class FormatService:
 class ProxyServer:
     """Starts every enabled format of ``host`` with ``config``; ``stop()`` ends all sessions."""
 
-    def __init__(self, config: Config, host: PluginHost) -> None:
+    @classmethod
+    def reference_origin(
+        cls, spec: FormatSpec, options: OriginOptions, host: PluginHost
+    ) -> ProxyServer:
+        """A server running ``spec``'s reference origin instead of the proxy."""
+        if spec.reference_origin is None:
+            raise ValueError(f"format {spec.name!r} ships no reference origin")
+        config = Config()
+        config.cache.enabled = False
+        config.access.allow = ["0.0.0.0/0", "::/0"]
+        server = cls(config, host, formats=())
+        settings = msgspec.structs.replace(
+            spec.config_type(), listen=options.listen, udp_ports=options.udp_ports
+        )
+        service = FormatService(spec, settings, make_layer=spec.reference_origin(options))
+        server.services[spec.name] = service
+        return server
+
+    def __init__(
+        self, config: Config, host: PluginHost, formats: Iterable[str] | None = None
+    ) -> None:
         self.config = config
         self.host = host
         self.access = AccessList(config.access.allow, config.access.deny)
@@ -62,6 +86,8 @@ class ProxyServer:
         for warning in validate_routes(config, host.registry.names()):
             logger.warning("config {}: {}", config.source, warning)
         for spec in host.registry:
+            if formats is not None and spec.name not in formats:
+                continue
             settings = format_settings(config, spec.name, spec.config_type)
             if settings.enabled:
                 self.services[spec.name] = FormatService(spec, settings)
@@ -131,7 +157,7 @@ class ProxyServer:
             monotonic=self.loop.time,
             cache=self.cache,
         )
-        driver.layer = service.spec.make_layer(ctx)
+        driver.layer = (service.make_layer or service.spec.make_layer)(ctx)
         service.sessions.add(driver)
         return driver
 
