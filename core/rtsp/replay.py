@@ -35,7 +35,8 @@ MASK32 = 0xFFFFFFFF
 NTP_EPOCH = 2_208_988_800
 SR_INTERVAL = 5.0
 CNAME = "mediacache"
-KEYFRAME_SEARCH = 4000  # packets scanned back for a key frame (a GOP of a few seconds)
+BYE_DELAY = 0.3
+SEEK_WINDOW = 10.0  # seconds of send time searched around a seek target
 
 
 def signed32(value: int) -> int:
@@ -106,6 +107,7 @@ class RtpReplay:
         self._next_sr = 0.0
         self._npt_anchor = (0.0, 0.0)
         self.bye_sent = False
+        self._bye_at: float | None = None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -131,6 +133,8 @@ class RtpReplay:
             track.started = True
             info.append((track.seq, (track.origin_ts_at(start) + track.offset) & MASK32))
         self.playout.play(now, index)
+        self.bye_sent = False
+        self._bye_at = None
         self._npt_anchor = (start, now)
         self._next_sr = now + 0.5
         return start, info
@@ -158,6 +162,12 @@ class RtpReplay:
             self._send_reports(now)
             self._next_sr = now + SR_INTERVAL
         if self.playout.state == "ended" and not self.bye_sent:
+            # BYE a little after the last packet: a UDP receiver reads RTCP and RTP from two
+            # sockets, and a BYE read first would end it before the last packets.
+            if self._bye_at is None:
+                self._bye_at = now + BYE_DELAY
+            if now < self._bye_at:
+                return self._bye_at
             self.bye_sent = True
             self._send_reports(now, bye=True)
         if wake is not None:
@@ -217,17 +227,29 @@ class RtpReplay:
         return max(0.0, track.media_time(rtp_timestamp(packet.payload)))
 
     def _seek_index(self, npt: float) -> int:
-        """The packet to start from for ``npt``: the latest video key frame at or before it."""
+        """The packet to start from for ``npt``: the latest video key frame at or before it.
+
+        Stored times are send times, which lead or lag media time by the origin's buffering,
+        so the window found by send time is searched by media time (RTP timestamps)."""
         source = self.source
         n = available(source)
         if n == 0 or npt <= 0:
             return 0
-        index = min(source.first_index_at(npt), n - 1)
+        low = source.first_index_at(max(0.0, npt - SEEK_WINDOW))
+        high = min(n, source.first_index_at(npt + SEEK_WINDOW) + 1)
         video = {i for i, t in enumerate(self.tracks) if t.codec.upper() == "H264"}
-        if not video:
-            return index
-        for i in range(index, max(-1, index - KEYFRAME_SEARCH), -1):
+        best, best_ts = low, -1
+        for i in range(low, high):
             packet = source.packet(i)
-            if packet.track in video and h264_starts_keyframe(packet.payload):
-                return i
-        return 0
+            if video and packet.track not in video:
+                continue
+            ts = rtp_timestamp(packet.payload)
+            after = self.tracks[packet.track].media_time(ts) > npt + 1e-3
+            if not video and not after:
+                continue
+            if not video:
+                return i  # audio only: the first packet at the target
+            # the first packet of the key frame's access unit (SPS, PPS, then the IDR slices)
+            if not after and ts != best_ts and h264_starts_keyframe(packet.payload):
+                best, best_ts = i, ts
+        return best

@@ -1,0 +1,304 @@
+"""The cache and the accounting connections, judged by real peers (GStreamer origin, ffmpeg).
+
+A relay that counts bytes sits between the proxy and the origin, so "no media from the origin"
+is measured on the wire, not taken from the proxy's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mediacache.testing.judge import by_stream, same_packets
+from mediacache.testing.peers import (
+    ByteCountingRelay,
+    GstRtspOrigin,
+    ffmpeg_framemd5,
+    make_clip,
+    missing_peers,
+)
+from mediacache.testing.proxy import ProxyThread
+from mediacache.testing.rtspclient import MiniRtspClient
+
+pytestmark = [
+    pytest.mark.peers,
+    pytest.mark.skipif(
+        bool(missing_peers("ffmpeg", "gstreamer")), reason="needs ffmpeg and GStreamer RTSP"
+    ),
+]
+
+CLIP_BYTES = 60_000  # the 4 s test clip carries about 76 kB of RTP; control traffic is < 5 kB
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    return make_clip(seconds=4, kind="h264_aac")
+
+
+@pytest.fixture(scope="module")
+def origin(clip: Path) -> Iterator[GstRtspOrigin]:
+    with GstRtspOrigin(vod={"clip.mp4": clip}, live=()) as o:
+        yield o
+
+
+@pytest.fixture(scope="module")
+def direct(origin: GstRtspOrigin) -> list:  # type: ignore[type-arg]
+    return ffmpeg_framemd5(origin.url("/vod/clip.mp4"), transport="tcp", timeout=40)
+
+
+@pytest.fixture
+def relay(origin: GstRtspOrigin) -> Iterator[ByteCountingRelay]:
+    with ByteCountingRelay(origin.port) as r:
+        yield r
+
+
+def config(port: int, extra: str = "") -> str:
+    return (
+        "[[routes]]\nformat = 'quicktime'\nprefix = '/vod/'\n"
+        f"origin = 'rtsp://127.0.0.1:{port}/vod/'\n" + extra
+    )
+
+
+def url_of(p: ProxyThread) -> str:
+    return f"rtsp://127.0.0.1:{p.port('quicktime')}/vod/clip.mp4"
+
+
+def play(p: ProxyThread, transport: str = "tcp", *args: str) -> list:  # type: ignore[type-arg]
+    return ffmpeg_framemd5(url_of(p), transport=transport, timeout=40, input_args=args)  # type: ignore[arg-type]
+
+
+def cached_keys(p: ProxyThread) -> list[str]:
+    return p.call(lambda: [f"{i.key.url} [{i.key.variant}]" for i in p.cache.store.list()])
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_hit_plays_the_origins_packets_and_costs_no_origin_media(
+    relay: ByteCountingRelay, direct: list, transport: str  # type: ignore[type-arg]
+) -> None:
+    with ProxyThread(config(relay.port)) as p:
+        first = play(p, transport)
+        miss_bytes = relay.bytes_down
+        assert same_packets(first, direct)
+        assert miss_bytes > CLIP_BYTES
+        second = play(p, transport)
+        assert same_packets(second, direct)
+        assert relay.bytes_down - miss_bytes < 5_000  # the accounting session's control only
+        records = p.wait_records(2)
+        assert [r.result for r in records] == ["MISS", "HIT"]
+        assert records[0].origin_bytes > CLIP_BYTES and records[1].origin_bytes == 0
+        assert records[1].bytes_to_client > CLIP_BYTES
+        assert records[1].variant == records[0].variant == "stream=0,stream=1"
+
+
+def test_restart_keeps_objects(relay: ByteCountingRelay, direct: list, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    with ProxyThread(config(relay.port), cache_dir=tmp_path) as p:
+        play(p)
+    filled = relay.bytes_down
+    assert filled > CLIP_BYTES
+    with ProxyThread(config(relay.port), cache_dir=tmp_path) as p:
+        assert same_packets(play(p, "udp"), direct)
+        assert p.wait_records(1)[0].result == "HIT"
+    assert relay.bytes_down - filled < 5_000
+
+
+def test_a_damaged_object_file_is_refetched(
+    relay: ByteCountingRelay, direct: list, tmp_path: Path  # type: ignore[type-arg]
+) -> None:
+    with ProxyThread(config(relay.port), cache_dir=tmp_path) as p:
+        play(p)
+    (obj,) = list((tmp_path / "objects").glob("*.mco"))
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    filled = relay.bytes_down
+    with ProxyThread(config(relay.port), cache_dir=tmp_path) as p:
+        assert same_packets(play(p), direct)
+        assert p.wait_records(1)[0].result == "MISS"
+    assert relay.bytes_down - filled > CLIP_BYTES
+
+
+def test_clients_joining_a_fill_read_from_it(relay: ByteCountingRelay, direct: list) -> None:  # type: ignore[type-arg]
+    with ProxyThread(config(relay.port)) as p, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(play, p, "tcp")
+        time.sleep(1.0)
+        second = pool.submit(play, p, "udp")
+        assert same_packets(first.result(), direct) and same_packets(second.result(), direct)
+        results = sorted(r.result for r in p.wait_records(2))
+        assert results == ["HIT", "MISS"]
+    assert relay.bytes_down < 2 * CLIP_BYTES  # one origin feed, not two
+
+
+def test_a_variant_caches_only_what_was_asked(relay: ByteCountingRelay) -> None:
+    with ProxyThread(config(relay.port)) as p:
+        url = url_of(p)
+        with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+            assert c.request("DESCRIBE", url).status == 200
+            t = "RTP/AVP/TCP;unicast;interleaved=0-1"
+            assert c.request("SETUP", f"{url}/stream=0", [("Transport", t)]).status == 200
+            assert c.request("PLAY", url).status == 200
+            c.read_frames(8)
+        assert p.wait_records(1)[0].variant == "stream=0"
+        assert cached_keys(p) == [f"rtsp://127.0.0.1:{relay.port}/vod/clip.mp4 [stream=0]"]
+        play(p)  # both tracks: another variant, so a miss
+        assert [r.result for r in p.wait_records(2)] == ["MISS", "MISS"]
+        assert len(cached_keys(p)) == 2
+
+
+def test_seek_into_a_cached_clip(relay: ByteCountingRelay, direct: list) -> None:  # type: ignore[type-arg]
+    with ProxyThread(config(relay.port)) as p:
+        play(p)
+        sought = play(p, "tcp", "-ss", "2")
+    full, got = by_stream(direct), by_stream(sought)
+    video = got[0]
+    assert 0 < len(video) < len(full[0]) * 0.7  # started well into the clip
+    start = len(full[0]) - len(video)
+    assert full[0][start:] == video  # a suffix of the clip: nothing missing after the start
+    assert video[0][0] > 1000  # the first packet is a key frame (IDR with SPS/PPS)
+    assert start == 50  # 25 fps, a key frame every 25 frames: 2.0 s is key frame 50
+    assert got[1] == full[1][len(full[1]) - len(got[1]) :]
+
+
+def test_an_origin_killed_mid_fill_leaves_nothing_servable(clip: Path) -> None:
+    origin = GstRtspOrigin(vod={"clip.mp4": clip}, live=()).start()
+    try:
+        with ProxyThread(config(origin.port)) as p:
+            proc = subprocess.Popen(
+                ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url_of(p),
+                 "-map", "0", "-c", "copy", "-f", "framemd5", "-"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                time.sleep(1.5)
+                origin.stop()
+                proc.communicate(timeout=20)  # a clean end, not a hang
+            finally:
+                proc.kill()
+                proc.wait()
+            assert p.wait_idle(10)
+            assert cached_keys(p) == []
+            assert p.call(lambda: len(p.cache.store.stats().__struct_fields__)) > 0
+            assert p.call(lambda: p.cache.store.stats().fills) == 0
+    finally:
+        origin.stop()
+
+
+# -- accounting ---------------------------------------------------------------------------
+
+
+def _hold_sessions(p: ProxyThread, n: int) -> list[MiniRtspClient]:
+    """n clients that set up and play the cached clip, over TCP, and keep their sessions."""
+    clients = []
+    url = url_of(p)
+    for _ in range(n):
+        c = MiniRtspClient("127.0.0.1", p.port("quicktime"))
+        clients.append(c)
+        if c.request("DESCRIBE", url).status != 200:
+            break
+        t = "RTP/AVP/TCP;unicast;interleaved=0-1"
+        r = c.request("SETUP", f"{url}/stream=0", [("Transport", t)])
+        c.last_status = r.status  # type: ignore[attr-defined]
+        if r.status != 200:
+            break
+        t = "RTP/AVP/TCP;unicast;interleaved=2-3"
+        c.request("SETUP", f"{url}/stream=1", [("Transport", t)])
+        c.last_status = c.request("PLAY", url).status  # type: ignore[attr-defined]
+    return clients
+
+
+def _prime(p: ProxyThread) -> None:
+    with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+        c.play_all_tcp(url_of(p), seconds=10)
+    assert p.wait_records(1)[0].result == "MISS"
+
+
+def test_eight_clients_on_a_cached_clip_are_eight_origin_sessions(clip: Path) -> None:
+    with GstRtspOrigin(vod={"clip.mp4": clip}, live=()) as o, ProxyThread(config(o.port)) as p:
+        _prime(p)
+        assert o.wait_for(lambda: o.active_sessions() == 0, 5)
+        before = len(o.requests("PLAY"))
+        clients = _hold_sessions(p, 8)
+        try:
+            assert all(c.last_status == 200 for c in clients)  # type: ignore[attr-defined]
+            assert o.wait_for(lambda: o.active_sessions() == 8, 5)
+            assert len(o.requests("PLAY")) == before  # no media asked for on a hit
+            # one client leaves: its accounting connection closes within a second
+            open_before = o.connections_open
+            clients.pop().close()
+            assert o.wait_for(lambda: o.connections_open == open_before - 1, 1.0)
+            assert o.wait_for(lambda: o.active_sessions() == 7, 2)
+        finally:
+            for c in clients:
+                c.close()
+        records = p.wait_records(9)
+        assert [r.result for r in records[1:]] == ["HIT"] * 8
+
+
+def test_an_origin_session_limit_refuses_a_client_on_a_hit(clip: Path) -> None:
+    with (
+        GstRtspOrigin(vod={"clip.mp4": clip}, live=(), max_sessions=2) as o,
+        ProxyThread(config(o.port)) as p,
+    ):
+        _prime(p)
+        assert o.wait_for(lambda: o.active_sessions() == 0, 5)
+        clients = _hold_sessions(p, 3)
+        try:
+            statuses = [c.last_status for c in clients]  # type: ignore[attr-defined]
+            assert statuses[:2] == [200, 200]
+            assert statuses[2] in (453, 503)  # the origin's refusal, relayed
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_a_wrong_password_is_refused_on_a_cached_clip(clip: Path) -> None:
+    with (
+        GstRtspOrigin(vod={"clip.mp4": clip}, live=(), auth="user:secret") as o,
+        ProxyThread(config(o.port)) as p,
+    ):
+        good = f"rtsp://user:secret@127.0.0.1:{p.port('quicktime')}/vod/clip.mp4"
+        first = ffmpeg_framemd5(good, transport="tcp", timeout=40)
+        second = ffmpeg_framemd5(good, transport="tcp", timeout=40)
+        assert same_packets(first, second)
+        assert [r.result for r in p.wait_records(2)] == ["MISS", "HIT"]
+        bad = f"rtsp://user:wrong@127.0.0.1:{p.port('quicktime')}/vod/clip.mp4"
+        with pytest.raises(Exception, match="401|Unauthorized|authorization"):
+            ffmpeg_framemd5(bad, transport="tcp", timeout=20)
+
+
+def test_pause_and_resume_on_a_hit(relay: ByteCountingRelay) -> None:
+    with ProxyThread(config(relay.port)) as p:
+        _prime(p)
+        with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+            url = url_of(p)
+            c.request("DESCRIBE", url)
+            c.request("SETUP", f"{url}/stream=0", [("Transport", "RTP/AVP/TCP;interleaved=0-1")])
+            r = c.request("PLAY", url)
+            assert r.status == 200 and "seq=" in (r.headers.get("RTP-Info") or "")
+            c.read_frames(1.0, until_bye=False)
+            assert c.request("PAUSE", url).status == 200
+            n = len(c.frames)
+            c.read_frames(1.0, until_bye=False)
+            assert len(c.frames) <= n + 1  # nothing (but a report) while paused
+            r = c.request("PLAY", url)
+            assert r.status == 200
+            c.read_frames(1.0, until_bye=False)
+            seqs = [int.from_bytes(f.payload[2:4], "big") for f in c.frames if f.channel == 0]
+            assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+
+
+def test_no_cache_from_the_origin_means_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A route forced live is never cached (the splitter will take it)."""
+    clip = make_clip(seconds=4, kind="h264_aac")
+    with GstRtspOrigin(vod={"clip.mp4": clip}, live=()) as o:
+        extra = "live = true\n"
+        with ProxyThread(config(o.port, extra)) as p:
+            play(p)
+            play(p)
+            assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
+
+
