@@ -119,6 +119,76 @@ def cmd_origin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_base(args: argparse.Namespace) -> str:
+    if args.admin:
+        return args.admin.rstrip("/") if "://" in args.admin else f"http://{args.admin}"
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"mediacache: {exc}") from None
+    host, port = config.admin.listen.rsplit(":", 1)
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host.strip("[]")
+    return f"http://{host}:{port}"
+
+
+def _admin_call(args: argparse.Namespace, method: str, path: str, **query: str) -> object:
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = _admin_base(args) + path
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace").strip()
+        raise SystemExit(f"mediacache: {method} {path}: {exc.code} {detail}") from None
+    except OSError as exc:
+        raise SystemExit(
+            f"mediacache: cannot reach the proxy's admin API at {url}: {exc}"
+        ) from None
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Manage the running proxy's cache through its admin API."""
+    import datetime
+    import json
+
+    if args.action == "list":
+        rows = _admin_call(args, "GET", "/cache")
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        assert isinstance(rows, list)
+        print(f"{'size':>10} {'hits':>5} {'last use':19} pin  key")
+        for row in rows:
+            key = row["key"]
+            when = datetime.datetime.fromtimestamp(row["last_use"]).strftime("%Y-%m-%d %H:%M:%S")
+            pin = "yes" if row["pinned"] else "-"
+            print(
+                f"{row['size']:>10} {row['hits']:>5} {when:19} {pin:4} "
+                f"{key['format']} {key['url']} [{key['variant']}]"
+            )
+        return 0
+    if args.action == "purge" and args.all:
+        result = _admin_call(args, "POST", "/cache/purge", all="1")
+    elif not args.url:
+        raise SystemExit("mediacache: a URL is required (or --all for purge)")
+    elif args.action == "prefetch":
+        query = {"url": args.url, "wait": "1" if args.wait else "0"}
+        if args.format:
+            query["format"] = args.format
+        result = _admin_call(args, "POST", "/cache/prefetch", **query)
+    else:
+        result = _admin_call(args, "POST", f"/cache/{args.action}", url=args.url)
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config, host = _load(args.file)
@@ -154,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", help="USER:PASS required of clients")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_origin)
+
+    p = sub.add_parser("cache", help="list, pin, unpin, purge or prefetch cached clips")
+    p.add_argument("action", choices=["list", "pin", "unpin", "purge", "prefetch"])
+    p.add_argument("url", nargs="?", help="clip URL (a proxy URL of a route, or an origin URL)")
+    p.add_argument("--all", action="store_true", help="purge: every object")
+    p.add_argument("--wait", action="store_true", help="prefetch: wait until the fill ends")
+    p.add_argument("--format", help="prefetch: the format (default: the first served)")
+    p.add_argument("--json", action="store_true", help="list: JSON output")
+    p.add_argument("-c", "--config", help="config file naming [admin] listen")
+    p.add_argument("--admin", help="admin API HOST:PORT (default from the config)")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("check-config", help="validate a config file without starting")
     p.add_argument("file")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mediacache.config import FormatConfig
 
@@ -47,6 +47,10 @@ class FormatSpec:
     make_layer: Callable[[SessionContext], Layer]
     reference_origin: Callable[[OriginOptions], Callable[[SessionContext], Layer]] | None = None
     origin_schemes: tuple[str, ...] = ("rtsp",)
+    prefetch: Callable[[str, str, int], Awaitable[Any]] | None = None
+    """``prefetch(url, proxy_host, proxy_port)``: play ``url`` through the proxy's own
+    listener to fill the cache (``mediacache cache prefetch``); returns a result with
+    ``ok``, ``detail`` and ``seconds``. The core ships one for RTSP formats."""
 
     @property
     def defaults(self) -> FormatConfig:

@@ -26,6 +26,7 @@ from mediacache.config import (
 from mediacache.formats import FormatSpec, OriginOptions
 from mediacache.plugins import PluginHost
 from mediacache.sansio.layer import Layer, SessionContext
+from mediacache.server.admin import AdminServer
 from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.session import ClientProtocol, SessionDriver
 from mediacache.server.udp import UdpPool
@@ -64,6 +65,7 @@ class ProxyServer:
             raise ValueError(f"format {spec.name!r} ships no reference origin")
         config = Config()
         config.cache.enabled = False
+        config.admin.enabled = False
         config.access.allow = ["0.0.0.0/0", "::/0"]
         server = cls(config, host, formats=())
         settings = msgspec.structs.replace(
@@ -83,6 +85,7 @@ class ProxyServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scheduler: PlayoutScheduler | None = None
         self.cache: CacheService | None = None
+        self.admin: AdminServer | None = None
         for warning in validate_routes(config, host.registry.names()):
             logger.warning("config {}: {}", config.source, warning)
         for spec in host.registry:
@@ -102,6 +105,9 @@ class ProxyServer:
             logger.warning("no format is installed or enabled: nothing to serve")
         for service in self.services.values():
             await self._start_service(service)
+        if self.config.admin.enabled and self.services:
+            self.admin = AdminServer(self)
+            await self.admin.start(*split_host_port(self.config.admin.listen, 8089))
 
     async def _start_service(self, service: FormatService) -> None:
         assert self.loop is not None
@@ -162,6 +168,8 @@ class ProxyServer:
         return driver
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for service in self.services.values():
             if service.server is not None:
                 service.server.close()

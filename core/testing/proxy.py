@@ -87,6 +87,8 @@ class ProxyThread:
         config = parse_config(self.config_text, "<test>")
         if "cache_dir" not in self.config_text:
             config.cache_dir = self.cache_dir
+        if "[admin]" not in self.config_text:
+            config.admin.listen = f"{self.listen_host}:0"
         for spec in self.plugin_host.registry:
             table = config.formats.setdefault(spec.name, {})
             table.setdefault("listen", f"{self.listen_host}:0")
@@ -165,6 +167,11 @@ class ProxyThread:
         """The running proxy's CacheService (call its methods through :meth:`call`)."""
         assert self.server is not None
         return self.server.cache
+
+    @property
+    def admin_url(self) -> str:
+        assert self.server is not None and self.server.admin is not None
+        return f"http://{self.listen_host}:{self.server.admin.port}"
 
     def records(self) -> list[AccessRecord]:
         return list(self.observer.records)

@@ -7,6 +7,7 @@ from mediacache.formats import FormatRegistry, FormatSpec
 from mediacache.hookspecs import hookimpl
 from mediacache.rtsp.proxy import RtspDialect, RtspProxyLayer
 from mediacache.sansio.layer import SessionContext
+from mediacache.server.prefetch import prefetch_rtsp
 from mediacache_quicktime import __version__
 
 
@@ -29,6 +30,7 @@ QUICKTIME = FormatSpec(
     protocols=("RTSP/1.0", "RTP/AVP (UDP)", "RTP/AVP/TCP (interleaved)"),
     config_type=QuickTimeConfig,
     make_layer=make_layer,
+    prefetch=prefetch_rtsp,
 )
 
 
