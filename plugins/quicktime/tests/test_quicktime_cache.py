@@ -79,7 +79,9 @@ def cached_keys(p: ProxyThread) -> list[str]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_a_hit_plays_the_origins_packets_and_costs_no_origin_media(
-    relay: ByteCountingRelay, direct: list, transport: str  # type: ignore[type-arg]
+    relay: ByteCountingRelay,
+    direct: list,
+    transport: str,  # type: ignore[type-arg]
 ) -> None:
     with ProxyThread(config(relay.port)) as p:
         first = play(p, transport)
@@ -108,7 +110,9 @@ def test_restart_keeps_objects(relay: ByteCountingRelay, direct: list, tmp_path:
 
 
 def test_a_damaged_object_file_is_refetched(
-    relay: ByteCountingRelay, direct: list, tmp_path: Path  # type: ignore[type-arg]
+    relay: ByteCountingRelay,
+    direct: list,
+    tmp_path: Path,  # type: ignore[type-arg]
 ) -> None:
     with ProxyThread(config(relay.port), cache_dir=tmp_path) as p:
         play(p)
@@ -303,3 +307,65 @@ def test_no_cache_from_the_origin_means_pass(monkeypatch: pytest.MonkeyPatch) ->
             assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
 
 
+def test_a_proxy_killed_mid_fill_leaves_no_object(origin: GstRtspOrigin, tmp_path: Path) -> None:
+    """SIGKILL during a fill, then a restart on the same cache: nothing servable, no debris."""
+    import json
+    import signal
+    import sys
+    import urllib.request
+
+    from mediacache.testing.peers import free_port
+    from mediacache.testing.proxy import free_udp_range
+
+    port, admin = free_port(), free_port()
+    conf = tmp_path / "proxy.toml"
+    conf.write_text(
+        f"cache_dir = '{tmp_path / 'cache'}'\n"
+        + config(origin.port)
+        + f"[admin]\nlisten = '127.0.0.1:{admin}'\n"
+        + f"[formats.quicktime]\nlisten = '127.0.0.1:{port}'\nudp_ports = '{free_udp_range()}'\n"
+    )
+
+    def serve() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mediacache.cli", "serve", "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=1):
+                    return proc
+            except OSError:
+                time.sleep(0.1)
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise RuntimeError(f"proxy did not start: {err.decode(errors='replace')[-2000:]}")
+
+    def listing() -> list:  # type: ignore[type-arg]
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/cache", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    proxy = serve()
+    url = f"rtsp://127.0.0.1:{port}/vod/clip.mp4"
+    player = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url,
+         "-map", "0", "-c", "copy", "-f", "null", "-"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5) as resp:
+            assert json.loads(resp.read())["cache"]["fills"] == 1  # killed in the middle
+        proxy.send_signal(signal.SIGKILL)
+        proxy.wait(10)
+        player.wait(20)
+        proxy = serve()
+        assert listing() == []
+        leftovers = [
+            p.name for p in (tmp_path / "cache").rglob("*") if p.suffix in (".tmp", ".mco")
+        ]
+        assert leftovers == []
+    finally:
+        for proc in (player, proxy):
+            proc.kill()
+            proc.wait()
