@@ -369,3 +369,23 @@ def test_a_proxy_killed_mid_fill_leaves_no_object(origin: GstRtspOrigin, tmp_pat
         for proc in (player, proxy):
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(("leave_after", "kept"), [(2.8, True), (0.8, False)])
+def test_background_fill_when_the_first_client_leaves(
+    relay: ByteCountingRelay, leave_after: float, kept: bool
+) -> None:
+    """[cache] background_fill = 0.5: past half the clip the fill goes on without its client."""
+    with ProxyThread(config(relay.port)) as p:
+        url = url_of(p)
+        c = MiniRtspClient("127.0.0.1", p.port("quicktime"))
+        c.request("DESCRIBE", url)
+        for i in range(2):
+            t = f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}"
+            c.request("SETUP", f"{url}/stream={i}", [("Transport", t)])
+        c.request("PLAY", url)
+        c.read_frames(leave_after, until_bye=False)
+        c.close()
+        assert p.wait_records(1)[0].reason == "client closed"
+        assert p.wait_idle(8)  # the background session ends with its fill
+        assert (len(cached_keys(p)) == 1) is kept
