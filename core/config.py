@@ -119,6 +119,12 @@ class CacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     aborted. 1.0: only for readers; 0: always."""
 
 
+class SplitConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    linger: Annotated[float, Meta(ge=0)] = 5.0
+    """Seconds a live feed is kept after its last viewer left, for a quick rejoin."""
+
+
 class AdminConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8089"
     enabled: bool = True
@@ -132,6 +138,7 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     parents: dict[str, str] = msgspec.field(default_factory=dict)
     cache_dir: str = msgspec.field(default_factory=_default_cache_dir)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    split: SplitConfig = msgspec.field(default_factory=SplitConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     source: str = "<defaults>"
     """Where this config came from (set by :func:`load_config`, not a file key)."""

@@ -492,3 +492,14 @@ def build_sdes_cname(ssrc: int, cname: str) -> bytes:
     chunk = struct.pack(">IBB", ssrc & 0xFFFFFFFF, 1, len(text)) + text + b"\x00"
     chunk += b"\x00" * (-len(chunk) % 4)
     return struct.pack(">BBH", 0x81, RTCP_PT_SDES, len(chunk) // 4) + chunk
+
+
+def rtcp_has_bye(payload: bytes | memoryview) -> bool:
+    """Does an RTCP compound packet hold a BYE (type 203)? Lenient and cheap: a sender that
+    said goodbye ends a stream, whatever else its compound holds."""
+    offset = 0
+    while offset + 4 <= len(payload):
+        if payload[offset + 1] == RTCP_PT_BYE:
+            return True
+        offset += (int.from_bytes(payload[offset + 2 : offset + 4], "big") + 1) * 4
+    return False

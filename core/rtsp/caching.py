@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from mediacache.cache.objects import TrackMeta
 from mediacache.cache.store import Fill
-from mediacache.rtp import rtp_seq, split_rtcp
+from mediacache.rtp import rtcp_has_bye, rtp_seq
 from mediacache.rtsp.headers import RtpInfo
 from mediacache.rtsp.message import Headers
 from mediacache.rtsp.sdp import SessionDescription
@@ -139,11 +139,7 @@ class FillRecorder:
     def on_rtcp(self, channel: int, payload: bytes) -> bool:
         """True once every track said BYE: the clip was received whole."""
         track = self.rtcp_tracks[channel]
-        try:
-            packets = split_rtcp(payload)
-        except Exception:
-            return False
-        if any(len(p) > 1 and p[1] == 203 for p in packets):
+        if rtcp_has_bye(payload):
             track.ended = True
         return all(t.ended for t in self.rtcp_tracks.values())
 

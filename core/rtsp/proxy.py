@@ -35,6 +35,7 @@ from mediacache.cache.objects import CacheError, CacheKey
 from mediacache.cache.store import Fill
 from mediacache.errors import ProtocolError
 from mediacache.logs import AccessRecord
+from mediacache.rtp import rtcp_has_bye
 from mediacache.rtsp.caching import (
     FillRecorder,
     RecordedTrack,
@@ -89,11 +90,13 @@ from mediacache.sansio.events import (
     DatagramReceived,
     DataReceived,
     Event,
+    Notify,
     OpenCompleted,
     Start,
     TimerFired,
 )
 from mediacache.sansio.layer import SessionContext, Sink
+from mediacache.splitter import LiveFeed
 
 VIA = "RTSP/1.0 mediacache"
 SUPPORTED_METHODS = (
@@ -253,7 +256,14 @@ class RtspProxyLayer:
         self.recorder: FillRecorder | None = None
         self.replay: RtpReplay | None = None
         self.background = False
-        """True while a fill goes on after its client left (the driver keeps the session)."""
+        """True while a fill or a live feed goes on after its client left (the driver keeps
+        the session while its origin connection is open)."""
+        # live splitting (see core/splitter.py)
+        self.feed: LiveFeed | None = None
+        self.feed_key: tuple[str, str, str] | None = None
+        self.feed_role: str | None = None  # owner | joiner
+        self.feed_idle_since: float | None = None
+        self.feed_rtcp: dict[int, bool] = {}  # origin RTCP channel -> BYE seen
 
     # -- event dispatch -------------------------------------------------------------------
 
@@ -279,6 +289,11 @@ class RtspProxyLayer:
             self._timer(event.name, out)
         elif isinstance(event, Start):
             out.append(SetTimer("client-timeout", self.ctx.settings.session_timeout))
+        elif (
+            isinstance(event, Notify) and event.topic == "feed-ended" and self.feed_role == "joiner"
+        ):
+            self.feed = None
+            self._shutdown(out, f"live feed ended: {event.detail}", notify_origin=True)
         return out
 
     # -- client side ----------------------------------------------------------------------
@@ -495,6 +510,12 @@ class RtspProxyLayer:
                 return
         if req.method in ("PLAY", "PAUSE") and self._cache_play_pause(req, out):
             return
+        if req.method == "TEARDOWN" and self.feed_role == "owner":
+            # the origin session carries the feed of other viewers: it must not end here
+            self._reply(out, 200, req.cseq)
+            self._client_gone(out)
+            out.append(CloseConnection(self.client))
+            return
         pending = _Pending(request=req)
         headers = req.headers
         for name in _HOP_REQUEST:
@@ -563,6 +584,8 @@ class RtspProxyLayer:
                         stats.origin_bytes += len(ev.payload)
                     if self.recorder is not None:
                         self._record(ev, out)
+                    if self.feed_role == "owner" and ev.channel in self.feed_rtcp:
+                        self._feed_rtcp(ev, out)
                 elif isinstance(ev, Response):
                     self._origin_response(ev, out)
                     if self.closed:
@@ -628,6 +651,8 @@ class RtspProxyLayer:
             self._remember_description(req, resp)
         if ok and req.method == "PLAY" and self.cache_mode == "MISS":
             self._begin_fill(req, resp, out)
+        if ok and req.method == "PLAY" and self.cache_mode == "FEED" and self.feed is None:
+            self._start_feed(out)
         if ok and req.method == "DESCRIBE" and body and self.target.client_base is not None:
             try:
                 sdp = rewrite_controls(parse_sdp(body), self.target.to_client)
@@ -793,12 +818,15 @@ class RtspProxyLayer:
         return None
 
     def _cache_play_pause(self, req: Request, out: list[Command]) -> bool:
-        """Decide HIT/MISS/PASS at the first PLAY; serve HIT sessions' PLAY/PAUSE ourselves.
-        True when the request was answered here (it must not go to the origin)."""
+        """Decide HIT/MISS/PASS/SPLIT at the first PLAY; serve HIT and split sessions'
+        PLAY/PAUSE ourselves. True when answered here (it must not go to the origin)."""
         if req.method == "PLAY" and self.cache_mode is None:
             self._decide(req, out)
         if self.cache_mode == "HIT":
             self._local_play_pause(req, out)
+            return True
+        if self.cache_mode == "SPLIT" or (self.cache_mode == "FEED" and self.feed is not None):
+            self._split_play_pause(req, out)
             return True
         recorder = self.recorder
         if recorder is not None:
@@ -830,12 +858,14 @@ class RtspProxyLayer:
     def _decide(self, req: Request, out: list[Command]) -> None:
         cache = self.ctx.cache
         described = self.described
-        if cache is None or not cache.settings.enabled:
-            return self._pass("cache disabled", out)
         if described is None or described.description is None or not self.tracks:
             return self._pass("no description", out)
         if not described.on_demand:
-            return self._pass("live or unknown length", out)
+            if self.ctx.splitter is not None:
+                return self._decide_split(out)
+            return self._pass("live, and splitting is disabled", out)
+        if cache is None or not cache.settings.enabled:
+            return self._pass("cache disabled", out)
         if described.no_cache:
             return self._pass("origin said no-cache", out)
         if described.authenticated and not self._may_cache_authenticated(described.url):
@@ -1069,7 +1099,33 @@ class RtspProxyLayer:
             self._shutdown(out, f"background fill aborted: {why}", notify_origin=True)
 
     def _client_gone(self, out: list[Command]) -> None:
-        """The client left. A fill in progress may go on in the background (see CacheConfig)."""
+        """The client left. A fill in progress may go on in the background (see CacheConfig),
+        and a live feed goes on while it has viewers (and for the splitter's linger)."""
+        feed, splitter = self.feed, self.ctx.splitter
+        if (
+            feed is not None
+            and self.feed_role == "owner"
+            and splitter is not None
+            and self.origin_state == "open"
+            and (feed.viewers - {self} or splitter.linger > 0)
+        ):
+            feed.leave(self, self._feed_sinks())
+            self.background = True
+            self.feed_idle_since = None
+            for track in self.tracks:  # the fan-outs stay: they feed the other viewers
+                for addr in track.watched:
+                    out.append(UnwatchDatagrams(addr))
+                track.watched = ()
+            out.append(
+                Log(
+                    "INFO",
+                    f"{self.client}: left; its live feed goes on ({len(feed.viewers)} viewers)",
+                )
+            )
+            self._emit_record(out, "client closed")
+            out.append(CancelTimer("client-timeout"))
+            out.append(SetTimer("feed-linger", 1.0))
+            return
         recorder, cache = self.recorder, self.ctx.cache
         if recorder is not None and cache is not None and self.origin_state == "open":
             readers = cache.readers.get(recorder.fill.key, 0)
@@ -1090,7 +1146,122 @@ class RtspProxyLayer:
                 return
         self._shutdown(out, "client closed", notify_origin=True)
 
+    # -- live splitting ---------------------------------------------------------------------
+
+    def _relative_controls(self) -> list[str]:
+        described = self.described
+        assert described is not None
+        return [relative_control(described.base, c) for c in self.setup_controls]
+
+    def _feed_sinks(self) -> dict[str, tuple[Sink, Sink]]:
+        return {
+            control: (track.rtp_sink, track.rtcp_sink)
+            for control, track in zip(self._relative_controls(), self.tracks, strict=False)
+        }
+
+    def _decide_split(self, out: list[Command]) -> None:
+        described, splitter = self.described, self.ctx.splitter
+        assert described is not None and splitter is not None
+        variant = variant_key(self._relative_controls())
+        key = (self.ctx.format_name, described.url, variant)
+        if self.stats is not None:
+            self.stats.variant = variant
+        feed = splitter.get(key)
+        if feed is not None and set(self._relative_controls()) <= set(feed.tracks):
+            self.feed, self.feed_role, self.cache_mode = feed, "joiner", "SPLIT"
+            feed.posts[self] = self.ctx.post
+            if self.stats is not None:
+                self.stats.result = "SPLIT"
+            return
+        self.cache_mode, self.feed_key = "FEED", key
+
+    def _start_feed(self, out: list[Command]) -> None:
+        """Our PLAY was accepted: our origin session becomes the feed of this live stream."""
+        splitter, key = self.ctx.splitter, self.feed_key
+        assert splitter is not None and key is not None
+        if splitter.get(key) is not None:  # another owner won the race: stay a plain relay
+            self.cache_mode = "PASS"
+            return
+        controls = self._relative_controls()
+        feed = splitter.start(key, self, controls)
+        for control, track in zip(controls, self.tracks, strict=False):
+            fan = feed.tracks[control]
+            self.channel_sinks[track.origin_channels[0]] = fan.rtp
+            self.channel_sinks[track.origin_channels[1]] = fan.rtcp
+        feed.join(self, self._feed_sinks())
+        self.feed, self.feed_role = feed, "owner"
+        self.feed_rtcp = {track.origin_channels[1]: False for track in self.tracks}
+        out.append(Log("INFO", f"{self.client}: live feed of {key[1]} [{key[2]}] started"))
+
+    def _split_play_pause(self, req: Request, out: list[Command]) -> None:
+        feed = self.feed
+        session = [
+            ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
+        ]
+        if feed is None:
+            self._reply(out, 503, req.cseq, reason="Service Unavailable (live feed ended)")
+            return
+        if req.method == "PAUSE":
+            feed.leave(self, self._feed_sinks())
+            if self.feed_role == "owner":
+                feed.viewers.add(self)  # a paused owner still holds the feed
+            self._reply(out, 200, req.cseq, session)
+            return
+        infos = []
+        for control, track in zip(self._relative_controls(), self.tracks, strict=False):
+            now = feed.rtp_info(control)
+            seq, rtptime = now if now is not None else (None, None)
+            infos.append(RtpInfo(url=track.url, seq=seq, rtptime=rtptime).build())
+        feed.join(self, self._feed_sinks())
+        headers = [*session, ("Range", "npt=now-"), ("RTP-Info", ", ".join(infos))]
+        self._reply(out, 200, req.cseq, headers)
+        if self.stats is not None and self.stats.status < 300:
+            self.stats.status = 200
+
+    def _feed_rtcp(self, frame: InterleavedFrame, out: list[Command]) -> None:
+        """RTCP BYE on every track: the origin ended the stream, so the feed is over."""
+        if not rtcp_has_bye(frame.payload):
+            return
+        self.feed_rtcp[frame.channel] = True
+        if all(self.feed_rtcp.values()):
+            self._stop_feed_use(out, "the origin ended the stream")
+            self.feed_role = None
+            if self.background:
+                self._shutdown(out, "live feed ended by the origin", notify_origin=True)
+
+    def _feed_linger(self, out: list[Command]) -> None:
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None or splitter is None:
+            return
+        now = self.ctx.monotonic()
+        if feed.viewers:
+            self.feed_idle_since = None
+        elif self.feed_idle_since is None:
+            self.feed_idle_since = now
+        elif now - self.feed_idle_since >= splitter.linger:
+            self._shutdown(out, "live feed released (no viewers)", notify_origin=True)
+            return
+        out.append(SetTimer("feed-linger", 1.0))
+
+    def _stop_feed_use(self, out: list[Command], reason: str) -> None:
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None:
+            return
+        self.feed = None
+        if self.feed_role == "joiner":
+            feed.leave(self, self._feed_sinks() if self.described else {})
+            feed.posts.pop(self, None)
+            return
+        if splitter is not None:
+            splitter.end(feed, reason)
+        for viewer in list(feed.viewers - {self}):
+            post = feed.posts.get(viewer)
+            if post is not None:
+                post(Notify("feed-ended", reason))
+        out.append(Log("INFO", f"{self.client}: live feed of {feed.key[1]} ended: {reason}"))
+
     def _stop_cache_use(self, out: list[Command]) -> None:
+        self._stop_feed_use(out, "the feeding session ended")
         if self.replay is not None:
             out.append(StopPlayout(self.replay))
             self.replay = None
@@ -1113,6 +1284,8 @@ class RtspProxyLayer:
             self._shutdown(out, "timeout", notify_origin=True, status=408)
         elif name == "origin-keepalive":
             self._origin_keepalive(out)
+        elif name == "feed-linger":
+            self._feed_linger(out)
         elif name == "fill-watchdog" and self.recorder is not None:
             recorder = self.recorder
             now = self.ctx.monotonic() - recorder.started - recorder.paused_total
@@ -1228,7 +1401,13 @@ class RtspProxyLayer:
         self._release_tracks(out)
         self._emit_record(out, reason, status, result)
         self.closed = True
-        for name in ("client-timeout", "origin-keepalive", "origin-response", "fill-watchdog"):
+        for name in (
+            "client-timeout",
+            "origin-keepalive",
+            "origin-response",
+            "fill-watchdog",
+            "feed-linger",
+        ):
             out.append(CancelTimer(name))
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))

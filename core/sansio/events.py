@@ -46,6 +46,14 @@ class TimerFired(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Notify(Event):
+    """A message from another session of the process (e.g. a live feed ended)."""
+
+    topic: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DatagramReceived(Event):
     """A datagram from an address the layer watches (e.g. a client's RTCP receiver report)."""
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mediacache.config import Config, FormatConfig, Route
     from mediacache.sansio.commands import Command
     from mediacache.sansio.events import Event
+    from mediacache.splitter import SplitterService
 
 
 class Sink(Protocol):
@@ -75,5 +76,8 @@ class SessionContext:
     monotonic: Callable[[], float] = time.monotonic
     """The clock of timers and playout (the server's loop time)."""
     cache: CacheService | None = None
+    splitter: SplitterService | None = None
+    post: Callable[[Event], None] = lambda event: None
+    """Deliver ``event`` to this session later (another session's feed uses it to notify)."""
     parent: str | None = None
     """``[parents] NAME``: a parent proxy URL every origin request is sent through."""

@@ -30,6 +30,7 @@ from mediacache.server.admin import AdminServer
 from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.session import ClientProtocol, SessionDriver
 from mediacache.server.udp import UdpPool
+from mediacache.splitter import SplitterService
 
 
 @dataclass
@@ -85,6 +86,7 @@ class ProxyServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scheduler: PlayoutScheduler | None = None
         self.cache: CacheService | None = None
+        self.splitter: SplitterService | None = None
         self.admin: AdminServer | None = None
         for warning in validate_routes(config, host.registry.names()):
             logger.warning("config {}: {}", config.source, warning)
@@ -100,6 +102,8 @@ class ProxyServer:
         self.scheduler = PlayoutScheduler(self.loop)
         if self.config.cache.enabled:
             self.cache = CacheService(open_store(self.config), self.config.cache)
+        if self.config.split.enabled:
+            self.splitter = SplitterService(linger=self.config.split.linger)
         self.host.hook.mediacache_configure(config=self.config)
         if not self.services:
             logger.warning("no format is installed or enabled: nothing to serve")
@@ -162,6 +166,8 @@ class ProxyServer:
             parent=self.config.parents.get(service.spec.name),
             monotonic=self.loop.time,
             cache=self.cache,
+            splitter=self.splitter,
+            post=lambda event: self.loop.call_soon(driver.feed, event),  # type: ignore[union-attr]
         )
         driver.layer = (service.make_layer or service.spec.make_layer)(ctx)
         service.sessions.add(driver)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from mediacache.errors import ProtocolError
+from mediacache.rtp import rtcp_has_bye
 from mediacache.rtsp.message import (
     Headers,
     InterleavedFrame,
@@ -75,13 +76,8 @@ class _Client:
 
     def _frame(self, frame: InterleavedFrame) -> None:
         self.media_bytes += len(frame.payload)
-        payload = frame.payload
-        if frame.channel % 2 and len(payload) > 1:
-            offset = 0
-            while offset + 4 <= len(payload):
-                if payload[offset + 1] == 203:
-                    self.byes.add(frame.channel)
-                offset += (int.from_bytes(payload[offset + 2 : offset + 4], "big") + 1) * 4
+        if frame.channel % 2 and rtcp_has_bye(frame.payload):
+            self.byes.add(frame.channel)
 
     async def drain_until_bye(self, channels: int, limit: float) -> bool:
         deadline = time.monotonic() + limit

@@ -43,8 +43,18 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 # "send-message" declares its context argument as a GObject; PyGObject warns once per run.
 warnings.filterwarnings("ignore", message=".*G_VALUE_HOLDS_OBJECT.*")
 
-_METHODS = ("options", "describe", "setup", "play", "pause", "teardown",
-            "get-parameter", "set-parameter", "announce", "record")
+_METHODS = (
+    "options",
+    "describe",
+    "setup",
+    "play",
+    "pause",
+    "teardown",
+    "get-parameter",
+    "set-parameter",
+    "announce",
+    "record",
+)
 _emit_lock = threading.Lock()
 
 
@@ -126,7 +136,8 @@ class LiveHolder:
             ports = f"{rtp.getsockname()[1]}-{rtcp.getsockname()[1]}"
             target = control if control.startswith("rtsp:") else f"{url}/{control}"
             status, hdrs, _ = self.request(
-                "SETUP", target, {"Transport": f"RTP/AVP;unicast;client_port={ports}"})
+                "SETUP", target, {"Transport": f"RTP/AVP;unicast;client_port={ports}"}
+            )
             if status != 200:
                 raise RuntimeError(f"SETUP {status}")
             self.session = self.session or hdrs.get("session", "").split(";")[0]
@@ -134,8 +145,9 @@ class LiveHolder:
         if status != 200:
             raise RuntimeError(f"PLAY {status}")
 
-    def request(self, method: str, url: str,
-                extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, url: str, extra: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         self.cseq += 1
         hdrs = {"CSeq": str(self.cseq), **self.headers, **(extra or {})}
         if self.session:
@@ -227,8 +239,7 @@ class Origin:
                     self.holders.append(LiveHolder(self, port, path))
                     break
                 except (OSError, RuntimeError) as e:
-                    print(f"live holder {path} attempt {attempt}: {e}", file=sys.stderr,
-                          flush=True)
+                    print(f"live holder {path} attempt {attempt}: {e}", file=sys.stderr, flush=True)
                     time.sleep(0.2)
             else:
                 raise RuntimeError(f"cannot start live mount {path}")
@@ -279,8 +290,7 @@ class Origin:
         if res == GstRtsp.RTSPResult.OK:
             emit("response", cid, int(code))
 
-    def on_new_session(self, _client: object, session: GstRtspServer.RTSPSession,
-                       cid: int) -> None:
+    def on_new_session(self, _client: object, session: GstRtspServer.RTSPSession, cid: int) -> None:
         sid = session.get_sessionid()
         if cid in self.internal_clients:
             session.set_timeout(24 * 3600)
@@ -317,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live", action="append", default=[], metavar="NAME")
     p.add_argument("--live-audio", action="store_true", help="add an AAC stream to live mounts")
     p.add_argument("--auth", metavar="USER:PASS", help="require Basic auth on every mount")
-    p.add_argument("--max-sessions", type=int, default=None,
-                   help="refuse SETUP of session N+1 (503)")
+    p.add_argument(
+        "--max-sessions", type=int, default=None, help="refuse SETUP of session N+1 (503)"
+    )
     p.add_argument("--session-timeout", type=int, default=60, metavar="SECONDS")
     args = p.parse_args(argv)
 
@@ -348,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=start_live, daemon=True).start()
     loop.run()
     emit("exit")
-    os._exit(3 if failed else 0)  # skip GStreamer teardown of half-finished client pipelines: it can hang
+    os._exit(
+        3 if failed else 0
+    )  # skip GStreamer teardown of half-finished client pipelines: it can hang
 
 
 if __name__ == "__main__":

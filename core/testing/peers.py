@@ -86,7 +86,9 @@ class ProcessGroup:
         self._lock = threading.Lock()
         ProcessGroup._live.add(self)
 
-    def start(self, args: Sequence[str | os.PathLike[str]], **kwargs: object) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: Sequence[str | os.PathLike[str]], **kwargs: object
+    ) -> subprocess.Popen[bytes]:
         """Popen with stdin closed and a new session; kwargs go to Popen."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
@@ -104,8 +106,9 @@ class ProcessGroup:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
 
-    def stop(self, proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,
-             timeout: float = 5.0) -> int | None:
+    def stop(
+        self, proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 5.0
+    ) -> int | None:
         """Ask politely (``sig``), then SIGKILL after ``timeout`` s; returns the exit code."""
         if proc.poll() is None:
             self.send_signal(proc, sig)
@@ -150,9 +153,14 @@ def _stop_leftovers() -> None:
 _DEFAULT_GROUP = ProcessGroup()
 
 
-def _run(args: Sequence[str | os.PathLike[str]], timeout: float, *,
-         interrupt_after: bool = False, group: ProcessGroup | None = None,
-         ok_codes: Iterable[int] = (0,)) -> tuple[int, str, str]:
+def _run(
+    args: Sequence[str | os.PathLike[str]],
+    timeout: float,
+    *,
+    interrupt_after: bool = False,
+    group: ProcessGroup | None = None,
+    ok_codes: Iterable[int] = (0,),
+) -> tuple[int, str, str]:
     """Run a peer to completion within ``timeout`` s; returns (code, stdout, stderr).
 
     With ``interrupt_after`` a peer still running at the timeout gets SIGINT (ffprobe flushes its
@@ -210,12 +218,18 @@ _gst_ok: bool | None = None
 def _gst_rtsp_available() -> bool:
     global _gst_ok
     if _gst_ok is None:
-        probe = ("import gi; gi.require_version('Gst', '1.0');"
-                 "gi.require_version('GstRtspServer', '1.0');"
-                 "from gi.repository import GstRtspServer")
+        probe = (
+            "import gi; gi.require_version('Gst', '1.0');"
+            "gi.require_version('GstRtspServer', '1.0');"
+            "from gi.repository import GstRtspServer"
+        )
         try:
-            _gst_ok = subprocess.run([GST_PYTHON, "-c", probe], capture_output=True,
-                                     timeout=30).returncode == 0
+            _gst_ok = (
+                subprocess.run(
+                    [GST_PYTHON, "-c", probe], capture_output=True, timeout=30
+                ).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             _gst_ok = False
     return _gst_ok
@@ -261,18 +275,83 @@ def _clip_recipe(kind: ClipKind, seconds: float) -> tuple[str, list[str]]:
     vin = ["-f", "lavfi", "-i", _LAVFI_VIDEO]
     ain = ["-f", "lavfi", "-i", _LAVFI_AUDIO]
     if kind == "h264_aac":
-        return ".mp4", [*vin, *ain, "-t", t, "-c:v", "libx264", "-preset", "veryfast",
-                        "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                        "-b:a", "64k", "-movflags", "+faststart", "-f", "mp4"]
+        return ".mp4", [
+            *vin,
+            *ain,
+            "-t",
+            t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "25",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ]
     if kind == "rv20_ac3":
-        return ".rm", [*vin, *ain, "-t", t, "-c:v", "rv20", "-b:v", "300k", "-c:a", "ac3",
-                       "-b:a", "64k", "-f", "rm"]
+        return ".rm", [
+            *vin,
+            *ain,
+            "-t",
+            t,
+            "-c:v",
+            "rv20",
+            "-b:v",
+            "300k",
+            "-c:a",
+            "ac3",
+            "-b:a",
+            "64k",
+            "-f",
+            "rm",
+        ]
     if kind == "rv10_real144":
-        return ".rm", [*vin, *ain, "-t", t, "-c:v", "rv10", "-b:v", "300k", "-c:a", "real_144",
-                       "-ar", "8000", "-ac", "1", "-f", "rm"]
+        return ".rm", [
+            *vin,
+            *ain,
+            "-t",
+            t,
+            "-c:v",
+            "rv10",
+            "-b:v",
+            "300k",
+            "-c:a",
+            "real_144",
+            "-ar",
+            "8000",
+            "-ac",
+            "1",
+            "-f",
+            "rm",
+        ]
     if kind == "wmv2_wmav2":
-        return ".wmv", [*vin, *ain, "-t", t, "-c:v", "wmv2", "-b:v", "300k", "-c:a", "wmav2",
-                        "-b:a", "64k", "-f", "asf"]
+        return ".wmv", [
+            *vin,
+            *ain,
+            "-t",
+            t,
+            "-c:v",
+            "wmv2",
+            "-b:v",
+            "300k",
+            "-c:a",
+            "wmav2",
+            "-b:a",
+            "64k",
+            "-f",
+            "asf",
+        ]
     if kind == "wmv_multirate":
         # Intelligent Streaming: one ASF, the same picture at three bit rates, one audio stream.
         # testsrc2, not testsrc: wmv2 codes testsrc at 280-370 kbit/s whatever -b:v asks, while
@@ -280,9 +359,26 @@ def _clip_recipe(kind: ClipKind, seconds: float) -> tuple[str, list[str]]:
         maps = []
         for i, rate in enumerate(("600k", "300k", "150k")):
             maps += ["-map", "0:v", f"-b:v:{i}", rate]
-        return ".wmv", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", *ain, "-t", t,
-                        *maps, "-map", "1:a", "-c:v", "wmv2", "-c:a", "wmav2", "-b:a", "64k",
-                        "-f", "asf"]
+        return ".wmv", [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            *ain,
+            "-t",
+            t,
+            *maps,
+            "-map",
+            "1:a",
+            "-c:v",
+            "wmv2",
+            "-c:a",
+            "wmav2",
+            "-b:a",
+            "64k",
+            "-f",
+            "asf",
+        ]
     raise ValueError(f"unknown clip kind {kind!r}")
 
 
@@ -316,8 +412,13 @@ def _file_lock(path: Path, timeout: float) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def make_clip(path: str | os.PathLike[str] | None = None, seconds: float = 4, *,
-              kind: ClipKind = "h264_aac", timeout: float = 120.0) -> Path:
+def make_clip(
+    path: str | os.PathLike[str] | None = None,
+    seconds: float = 4,
+    *,
+    kind: ClipKind = "h264_aac",
+    timeout: float = 120.0,
+) -> Path:
     """A test clip made by ffmpeg from lavfi sources, cached by its parameters.
 
     The clip is made once in :func:`clip_dir` (lock file, then an atomic rename) and then
@@ -352,10 +453,14 @@ def make_clip(path: str | os.PathLike[str] | None = None, seconds: float = 4, *,
     return dest
 
 
-def ffprobe_streams(path_or_url: str | os.PathLike[str], timeout: float = 30.0) -> list[dict[str, str]]:
+def ffprobe_streams(
+    path_or_url: str | os.PathLike[str], timeout: float = 30.0
+) -> list[dict[str, str]]:
     """Per stream: codec_type, codec_name, bit_rate, duration... (``ffprobe -show_streams``)."""
-    _, out, _ = _run(["ffprobe", "-v", "error", "-show_streams", "-show_format",
-                      "-of", "flat=s=_", path_or_url], timeout)
+    _, out, _ = _run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "flat=s=_", path_or_url],
+        timeout,
+    )
     streams: dict[int, dict[str, str]] = {}
     fmt: dict[str, str] = {}
     for line in out.splitlines():
@@ -388,10 +493,15 @@ def _parse_framemd5(text: str) -> list[FrameMd5]:
     return rows
 
 
-def ffmpeg_framemd5(url: str, *, transport: Literal["tcp", "udp"] | None = None,
-                    timeout: float = 60.0, extra_args: Sequence[str] = (),
-                    input_args: Sequence[str] = (),
-                    group: ProcessGroup | None = None) -> list[FrameMd5]:
+def ffmpeg_framemd5(
+    url: str,
+    *,
+    transport: Literal["tcp", "udp"] | None = None,
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
+    input_args: Sequence[str] = (),
+    group: ProcessGroup | None = None,
+) -> list[FrameMd5]:
     """Every packet ffmpeg receives from ``url`` as (stream index, size, md5).
 
     Playback is real time, so ``timeout`` must exceed the clip length. ``input_args`` go before
@@ -408,23 +518,58 @@ def ffmpeg_framemd5(url: str, *, transport: Literal["tcp", "udp"] | None = None,
 
 def ffmpeg_framemd5_file(path: str | os.PathLike[str], timeout: float = 60.0) -> list[FrameMd5]:
     """The same list for a local file (no pacing, so fast)."""
-    _, out, _ = _run(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-map", "0", "-c", "copy",
-                      "-f", "framemd5", "-"], timeout)
+    _, out, _ = _run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            path,
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        timeout,
+    )
     return _parse_framemd5(out)
 
 
-def ffprobe_packets(url: str | os.PathLike[str], timeout: float = 15.0, *,
-                    extra_args: Sequence[str] = (),
-                    group: ProcessGroup | None = None) -> list[tuple[str, int, str]]:
+def ffprobe_packets(
+    url: str | os.PathLike[str],
+    timeout: float = 15.0,
+    *,
+    extra_args: Sequence[str] = (),
+    group: ProcessGroup | None = None,
+) -> list[tuple[str, int, str]]:
     """Packets as (codec_type, size, md5) for streams ffmpeg cannot decode (Real over RTSP).
 
     ``-analyzeduration 0 -probesize 32`` stop ffprobe from probing forever for a codec it will
     not find; it does not exit at the end of a Real stream unless the server ends it, so it gets
     SIGINT after ``timeout`` s (it flushes what it has).
     """
-    args = ["ffprobe", "-v", "error", "-analyzeduration", "0", "-probesize", "32", *extra_args,
-            "-show_packets", "-show_data_hash", "md5",
-            "-show_entries", "packet=codec_type,size,data_hash", "-of", "csv=p=0", url]
+    args = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-analyzeduration",
+        "0",
+        "-probesize",
+        "32",
+        *extra_args,
+        "-show_packets",
+        "-show_data_hash",
+        "md5",
+        "-show_entries",
+        "packet=codec_type,size,data_hash",
+        "-of",
+        "csv=p=0",
+        url,
+    ]
     _, out, _ = _run(args, timeout, interrupt_after=True, group=group, ok_codes=(0, 255))
     rows = []
     for line in out.splitlines():
@@ -472,8 +617,9 @@ class RtspConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
-                body: bytes = b"") -> RtspResponse:
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> RtspResponse:
         """Send one request (CSeq and the last Session added) and read its reply."""
         self.cseq += 1
         hdrs = {"CSeq": str(self.cseq), "User-Agent": "mediacache-tests"}
@@ -509,7 +655,7 @@ class RtspConnection:
             if end >= 0 and not self._buf.startswith(b"$"):
                 break
             self._fill()
-        head, self._buf = self._buf[:end].decode("latin-1"), self._buf[end + 4:]
+        head, self._buf = self._buf[:end].decode("latin-1"), self._buf[end + 4 :]
         lines = head.split("\r\n")
         parts = lines[0].split(" ", 2)
         headers = {}
@@ -544,11 +690,20 @@ class GstRtspOrigin:
     :meth:`active_sessions`, :attr:`connections_total` and friends.
     """
 
-    def __init__(self, vod: Mapping[str, str | os.PathLike[str]] | None = None, *,
-                 live: Sequence[str] = ("live",), live_audio: bool = False,
-                 auth: str | None = None, max_sessions: int | None = None,
-                 session_timeout: int = 60, host: str = "127.0.0.1", port: int = 0,
-                 startup_timeout: float = 10.0, group: ProcessGroup | None = None) -> None:
+    def __init__(
+        self,
+        vod: Mapping[str, str | os.PathLike[str]] | None = None,
+        *,
+        live: Sequence[str] = ("live",),
+        live_audio: bool = False,
+        auth: str | None = None,
+        max_sessions: int | None = None,
+        session_timeout: int = 60,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 10.0,
+        group: ProcessGroup | None = None,
+    ) -> None:
         self.vod = dict(vod or {})
         self.live = list(live)
         self.live_audio = live_audio
@@ -570,8 +725,15 @@ class GstRtspOrigin:
     def start(self) -> Self:
         """Start the script on a port it binds itself (port 0: no race) and wait for OPTIONS."""
         args: list[str | os.PathLike[str]] = [
-            GST_PYTHON, ORIGIN_SCRIPT, "--host", self.host, "--port", str(self.port),
-            "--session-timeout", str(self.session_timeout)]
+            GST_PYTHON,
+            ORIGIN_SCRIPT,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--session-timeout",
+            str(self.session_timeout),
+        ]
         for name, path in self.vod.items():
             args += ["--vod", f"{name}={Path(path).resolve()}"]
         for name in self.live:
@@ -584,12 +746,14 @@ class GstRtspOrigin:
             args += ["--max-sessions", str(self.max_sessions)]
         self._stderr = tempfile.TemporaryFile()
         self.process = self.group.start(args, stdout=subprocess.PIPE, stderr=self._stderr)
-        self._reader = threading.Thread(target=self._read_events, name="gst-origin-events",
-                                        daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_events, name="gst-origin-events", daemon=True
+        )
         self._reader.start()
         try:
-            ready = self.wait_for(lambda: self._find("ready") or self.process.poll() is not None,
-                                  self.startup_timeout)
+            ready = self.wait_for(
+                lambda: self._find("ready") or self.process.poll() is not None, self.startup_timeout
+            )
             ev = self._find("ready")
             if not ready or ev is None:
                 raise PeerError(f"GStreamer origin did not start: {self.stderr()}")
@@ -644,8 +808,9 @@ class GstRtspOrigin:
                 parts = raw.decode(errors="replace").split()
                 if len(parts) >= 2 and parts[0] == "EVENT":
                     with self._cond:
-                        self._events.append(OriginEvent(parts[1], tuple(parts[2:]),
-                                                        time.monotonic()))
+                        self._events.append(
+                            OriginEvent(parts[1], tuple(parts[2:]), time.monotonic())
+                        )
                         self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -729,8 +894,14 @@ class ByteCountingRelay:
     pass through it.
     """
 
-    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1",
-                 listen_host: str = "127.0.0.1", listen_port: int = 0) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        *,
+        target_host: str = "127.0.0.1",
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 0,
+    ) -> None:
         self.target = (target_host, target_port)
         self._listen = socket.create_server((listen_host, listen_port))
         self._listen.setblocking(False)
@@ -795,8 +966,9 @@ class ByteCountingRelay:
                 conn = RelayConnection(addr)
                 with self._lock:
                     self.connections.append(conn)
-                t = threading.Thread(target=self._pump, args=(client, conn), daemon=True,
-                                     name="relay-pump")
+                t = threading.Thread(
+                    target=self._pump, args=(client, conn), daemon=True, name="relay-pump"
+                )
                 t.start()
                 self._threads.append(t)
         finally:
@@ -893,9 +1065,14 @@ def _nobody_dir(path: Path) -> Path:
     return path
 
 
-def run_vlc(url: str, seconds: float = 10.0, *,
-            output: str | os.PathLike[str] | None = None, extra_args: Sequence[str] = (),
-            group: ProcessGroup | None = None) -> VlcResult:
+def run_vlc(
+    url: str,
+    seconds: float = 10.0,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+    group: ProcessGroup | None = None,
+) -> VlcResult:
     """Play ``url`` with cvlc as ``nobody`` and record what it receives to a .ts file.
 
     VLC refuses to run as root, so it runs under ``setpriv`` as uid/gid 65534 with its own HOME.
@@ -916,9 +1093,21 @@ def run_vlc(url: str, seconds: float = 10.0, *,
     else:
         out_path = Path(output)
         _nobody_dir(out_path.parent)
-    args = ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups",
-            "env", f"HOME={home}", "cvlc", "-I", "dummy", "--no-dbus", "--play-and-exit",
-            "--sout-all", "-v"]
+    args = [
+        "setpriv",
+        f"--reuid={NOBODY_UID}",
+        f"--regid={NOBODY_UID}",
+        "--clear-groups",
+        "env",
+        f"HOME={home}",
+        "cvlc",
+        "-I",
+        "dummy",
+        "--no-dbus",
+        "--play-and-exit",
+        "--sout-all",
+        "-v",
+    ]
     args += [*extra_args, url, "--sout", f"#std{{access=file,mux=ts,dst={out_path}}}"]
     group = group or _DEFAULT_GROUP
     with tempfile.TemporaryFile() as err:
@@ -940,9 +1129,15 @@ def run_vlc(url: str, seconds: float = 10.0, *,
 
 
 @contextlib.contextmanager
-def tshark_capture(path: str | os.PathLike[str], bpf_filter: str, *, interface: str = "lo",
-                   start_timeout: float = 10.0, max_seconds: float = 120.0,
-                   group: ProcessGroup | None = None) -> Iterator[Path]:
+def tshark_capture(
+    path: str | os.PathLike[str],
+    bpf_filter: str,
+    *,
+    interface: str = "lo",
+    start_timeout: float = 10.0,
+    max_seconds: float = 120.0,
+    group: ProcessGroup | None = None,
+) -> Iterator[Path]:
     """Capture ``interface`` with a BPF filter into ``path`` (pcapng) while the block runs.
 
     Waits until dumpcap reports it is capturing, so nothing sent inside the block is missed;
@@ -950,8 +1145,18 @@ def tshark_capture(path: str | os.PathLike[str], bpf_filter: str, *, interface: 
     """
     group = group or _DEFAULT_GROUP
     out = Path(path)
-    args = ["tshark", "-q", "-i", interface, "-f", bpf_filter, "-a",
-            f"duration:{int(max_seconds)}", "-w", out]
+    args = [
+        "tshark",
+        "-q",
+        "-i",
+        interface,
+        "-f",
+        bpf_filter,
+        "-a",
+        f"duration:{int(max_seconds)}",
+        "-w",
+        out,
+    ]
     with tempfile.TemporaryFile() as err:
         proc = group.start(args, stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -977,9 +1182,15 @@ def _decode_args(decode_as: Iterable[str]) -> list[str]:
     return args
 
 
-def tshark_decode(pcap: str | os.PathLike[str], decode_as: Iterable[str] = (), *,
-                  display_filter: str | None = None, verbose: bool = False,
-                  extra_args: Sequence[str] = (), timeout: float = 60.0) -> str:
+def tshark_decode(
+    pcap: str | os.PathLike[str],
+    decode_as: Iterable[str] = (),
+    *,
+    display_filter: str | None = None,
+    verbose: bool = False,
+    extra_args: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> str:
     """tshark's dissection of a capture; ``decode_as`` like ``"tcp.port==8554,rtsp"``."""
     args = ["tshark", "-n", "-r", pcap, *_decode_args(decode_as)]
     if display_filter:
@@ -990,8 +1201,9 @@ def tshark_decode(pcap: str | os.PathLike[str], decode_as: Iterable[str] = (), *
     return out
 
 
-def tshark_malformed(pcap: str | os.PathLike[str], decode_as: Iterable[str] = (), *,
-                     timeout: float = 60.0) -> int:
+def tshark_malformed(
+    pcap: str | os.PathLike[str], decode_as: Iterable[str] = (), *, timeout: float = 60.0
+) -> int:
     """How many packets tshark's dissectors flag as malformed: a wire-format bug on our side."""
     out = tshark_decode(pcap, decode_as, display_filter="_ws.malformed", timeout=timeout)
     return sum(1 for line in out.splitlines() if line.strip())

@@ -37,8 +37,10 @@ def requires_peer(*names: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "requires_peer(*names): skip unless these peers are installed "
-        "(ffmpeg, gstreamer, vlc, tshark, slapd, haproxy)")
+        "markers",
+        "requires_peer(*names): skip unless these peers are installed "
+        "(ffmpeg, gstreamer, vlc, tshark, slapd, haproxy)",
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterable
 
+from mediacache.rtp import rtcp_has_bye
 from mediacache.rtsp.message import (
     Headers,
     InterleavedFrame,
@@ -90,7 +91,7 @@ class MiniRtspClient:
                     self.frames.append(ev)
                     if ev.channel % 2:
                         rtcp_channels.add(ev.channel)
-                        if _has_bye(ev.payload):
+                        if rtcp_has_bye(ev.payload):
                             byes.add(ev.channel)
             if until_bye and rtcp_channels and byes >= rtcp_channels and len(byes) >= 1:
                 break
@@ -118,17 +119,6 @@ class MiniRtspClient:
             raise RuntimeError(f"PLAY: {r.status}")
         self.expected_tracks = len(sdp.media)
         return self.read_frames(seconds)
-
-
-def _has_bye(payload: bytes) -> bool:
-    """True when an RTCP compound packet holds a BYE (packet type 203)."""
-    offset = 0
-    while offset + 4 <= len(payload):
-        if payload[offset + 1] == 203:
-            return True
-        length = (int.from_bytes(payload[offset + 2 : offset + 4], "big") + 1) * 4
-        offset += length
-    return False
 
 
 def rtp_payloads(frames: Iterable[InterleavedFrame], channel: int) -> list[bytes]:

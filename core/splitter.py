@@ -1,0 +1,123 @@
+"""Live splitting: one origin feed per (format, live URL, variant), fanned out to every viewer.
+
+Theory of operation
+-------------------
+The first viewer of a live stream owns the feed: its own origin session carries the media
+(its PLAY is forwarded), and its layer hands every origin packet to one :class:`FanOut` per
+channel instead of to its own sink. Later viewers of the same key are *joiners*: their PLAY is
+answered by the proxy, and their sinks are added to the fan-outs. Every viewer, owner or
+joiner, keeps its own origin control session (DESCRIBE, SETUP, keep-alives, TEARDOWN): the
+accounting connection, so the origin counts every viewer but sends one stream.
+
+When the owner leaves while joiners remain, its origin session goes on in the background
+(its layer keeps the origin connection; its client's access record is written) until the last
+viewer has left and ``linger`` seconds have passed. Child proxies are ordinary clients: a child
+asks its parent for the live URL, the parent splits it to each child once.
+
+The fan-out is the per-packet hot path: ``FanOut.send`` is a loop over bound ``send`` methods;
+no per-viewer parsing, no per-viewer allocation (the same bytes object goes to every sink).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediacache.sansio.layer import Sink
+
+
+class FanOut:
+    """A sink that forwards to many sinks: one per viewer of one channel."""
+
+    __slots__ = ("_sends", "bytes_sent", "last", "packets_sent", "sinks")
+
+    def __init__(self) -> None:
+        self.sinks: list[Sink] = []
+        self._sends: list[Callable[[bytes], None]] = []
+        self.bytes_sent = 0
+        self.packets_sent = 0
+        self.last: bytes = b""
+
+    def add(self, sink: Sink) -> None:
+        if sink not in self.sinks:
+            self.sinks.append(sink)
+            self._sends = [s.send for s in self.sinks]
+
+    def remove(self, sink: Sink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+            self._sends = [s.send for s in self.sinks]
+
+    def send(self, payload: bytes) -> None:
+        for send in self._sends:
+            send(payload)
+        self.last = payload
+        self.packets_sent += 1
+        self.bytes_sent += len(payload)
+
+
+@dataclass
+class FeedTrack:
+    """One track of a live feed: the relative control that names it, and its two fan-outs."""
+
+    control: str
+    rtp: FanOut = field(default_factory=FanOut)
+    rtcp: FanOut = field(default_factory=FanOut)
+
+
+@dataclass(eq=False)
+class LiveFeed:
+    key: tuple[str, str, str]
+    tracks: dict[str, FeedTrack]
+    owner: object
+    viewers: set[object] = field(default_factory=set)
+    posts: dict[object, Callable[[Any], None]] = field(default_factory=dict)
+    """How to notify each joiner (its session's ``post``) when the feed ends."""
+    ended: str | None = None
+
+    def join(self, viewer: object, sinks: dict[str, tuple[Sink, Sink]]) -> None:
+        for control, (rtp, rtcp) in sinks.items():
+            track = self.tracks[control]
+            track.rtp.add(rtp)
+            track.rtcp.add(rtcp)
+        self.viewers.add(viewer)
+
+    def leave(self, viewer: object, sinks: dict[str, tuple[Sink, Sink]]) -> None:
+        for control, (rtp, rtcp) in sinks.items():
+            track = self.tracks.get(control)
+            if track is not None:
+                track.rtp.remove(rtp)
+                track.rtcp.remove(rtcp)
+        self.viewers.discard(viewer)
+
+    def rtp_info(self, control: str) -> tuple[int, int] | None:
+        """(next sequence number, last timestamp) of a track, for a joiner's RTP-Info."""
+        track = self.tracks.get(control)
+        if track is None or len(track.rtp.last) < 12:
+            return None
+        last = track.rtp.last
+        seq = (int.from_bytes(last[2:4], "big") + 1) & 0xFFFF
+        return seq, int.from_bytes(last[4:8], "big")
+
+
+@dataclass
+class SplitterService:
+    """Every live feed of the process (one event loop: no locking)."""
+
+    linger: float = 5.0
+    feeds: dict[tuple[str, str, str], LiveFeed] = field(default_factory=dict)
+
+    def get(self, key: tuple[str, str, str]) -> LiveFeed | None:
+        feed = self.feeds.get(key)
+        return feed if feed is not None and feed.ended is None else None
+
+    def start(self, key: tuple[str, str, str], owner: object, controls: list[str]) -> LiveFeed:
+        feed = LiveFeed(key, {c: FeedTrack(c) for c in controls}, owner)
+        self.feeds[key] = feed
+        return feed
+
+    def end(self, feed: LiveFeed, reason: str) -> None:
+        feed.ended = reason
+        if self.feeds.get(feed.key) is feed:
+            del self.feeds[feed.key]

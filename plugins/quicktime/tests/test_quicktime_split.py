@@ -1,0 +1,191 @@
+"""Live splitting and hierarchies, with the GStreamer RTSP server's shared live mount.
+
+Bytes from the origin are counted on the wire by relays, not taken from the proxy's books.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from mediacache.testing.peers import (
+    ByteCountingRelay,
+    GstRtspOrigin,
+    ffmpeg_framemd5,
+    make_clip,
+    missing_peers,
+)
+from mediacache.testing.proxy import ProxyThread
+from mediacache.testing.rtspclient import MiniRtspClient
+
+pytestmark = [
+    pytest.mark.peers,
+    pytest.mark.skipif(
+        bool(missing_peers("ffmpeg", "gstreamer")), reason="needs ffmpeg and GStreamer RTSP"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[GstRtspOrigin]:
+    with GstRtspOrigin(vod={"clip.mp4": make_clip(seconds=4)}, live=("live",)) as o:
+        yield o
+
+
+def routes(port: int, extra: str = "") -> str:
+    return (
+        f"[[routes]]\nformat='quicktime'\nprefix='/'\norigin='rtsp://127.0.0.1:{port}/'\n" + extra
+    )
+
+
+class Viewer:
+    """A light live viewer (TCP interleaved) reading in a thread until stopped."""
+
+    def __init__(self, port: int, path: str = "/live") -> None:
+        self.client = MiniRtspClient("127.0.0.1", port)
+        url = f"rtsp://127.0.0.1:{port}{path}"
+        for attempt in range(5):  # GStreamer's shared live mount can answer 503 at first
+            if self.client.request("DESCRIBE", url).status == 200:
+                break
+            time.sleep(0.3 * (attempt + 1))
+        t = "RTP/AVP/TCP;unicast;interleaved=0-1"
+        self.setup = self.client.request("SETUP", f"{url}/stream=0", [("Transport", t)])
+        self.play = self.client.request("PLAY", url)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.client.read_frames(0.2, until_bye=False)
+            except OSError:
+                return
+
+    def rtp_seqs(self) -> list[int]:
+        return [
+            int.from_bytes(f.payload[2:4], "big")
+            for f in list(self.client.frames)
+            if f.channel == 0
+        ]
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(3)
+        self.client.close()
+
+
+def _rate(relay: ByteCountingRelay, seconds: float) -> float:
+    start = relay.bytes_down
+    time.sleep(seconds)
+    return (relay.bytes_down - start) / seconds
+
+
+def test_ten_viewers_one_origin_feed(origin: GstRtspOrigin) -> None:
+    with ByteCountingRelay(origin.port) as relay, ProxyThread(routes(relay.port)) as p:
+        sessions_before = origin.active_sessions()
+        viewers = [Viewer(p.port("quicktime"))]
+        try:
+            time.sleep(1.0)
+            one = _rate(relay, 2.0)
+            viewers += [Viewer(p.port("quicktime")) for _ in range(9)]
+            assert all(v.play.status == 200 for v in viewers)
+            assert origin.wait_for(lambda: origin.active_sessions() - sessions_before == 10, 5)
+            ten = _rate(relay, 2.0)
+            assert one > 10_000  # a live stream flows
+            assert ten < one * 1.5  # ten viewers, one stream's worth from the origin
+            late = viewers[-1].rtp_seqs()
+            assert len(late) > 20
+            assert all((b - a) & 0xFFFF == 1 for a, b in zip(late, late[1:], strict=False))
+        finally:
+            for v in viewers:
+                v.close()
+        records = p.wait_records(10)
+        assert sorted(r.result for r in records) == ["PASS"] + ["SPLIT"] * 9
+        assert origin.wait_for(lambda: origin.active_sessions() <= sessions_before, 10)
+
+
+def test_the_feed_outlives_its_first_viewer(origin: GstRtspOrigin) -> None:
+    with ProxyThread(routes(origin.port, "[split]\nlinger = 1.0\n")) as p:
+        first = Viewer(p.port("quicktime"))
+        time.sleep(0.5)
+        second = Viewer(p.port("quicktime"))
+        try:
+            time.sleep(0.5)
+            first.close()
+            before = len(second.rtp_seqs())
+            time.sleep(1.5)
+            assert len(second.rtp_seqs()) > before + 20  # still fed after the owner left
+        finally:
+            second.close()
+        assert p.wait_idle(10)  # released after the last viewer and the linger
+
+
+def test_ffmpeg_plays_a_split_stream(origin: GstRtspOrigin) -> None:
+    with ProxyThread(routes(origin.port)) as p:
+        holder = Viewer(p.port("quicktime"))
+        try:
+            url = f"rtsp://127.0.0.1:{p.port('quicktime')}/live"
+            got = ffmpeg_framemd5(url, transport="udp", timeout=30, extra_args=["-t", "2"])
+            assert len([x for x in got if x[0] == 0]) > 20
+            assert [r.result for r in p.wait_records(1)] == ["SPLIT"]
+        finally:
+            holder.close()
+
+
+def test_on_demand_is_never_split(origin: GstRtspOrigin) -> None:
+    with ProxyThread(routes(origin.port, "[cache]\nenabled = false\n")) as p:
+        plays = len(origin.requests("PLAY"))
+        url = f"rtsp://127.0.0.1:{p.port('quicktime')}/vod/clip.mp4"
+        results = []
+        threads = [
+            threading.Thread(target=lambda: results.append(ffmpeg_framemd5(url, timeout=40)))
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+            time.sleep(0.5)
+        for t in threads:
+            t.join(60)
+        assert len(results) == 2 and results[0] == results[1]
+        assert len(origin.requests("PLAY")) - plays == 2  # two origin feeds, not one split
+        assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
+
+
+def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
+    """One parent, two children, two viewers each: the parent pulls one feed from the
+    origin and sends one to each child; the origin still sees all four viewers."""
+    with ByteCountingRelay(origin.port) as to_origin:
+        parent = ProxyThread("")  # forward proxy: children send it absolute origin URLs
+        with parent:
+            relays = [ByteCountingRelay(parent.port("quicktime")) for _ in range(2)]
+            for r in relays:
+                r.start()
+            children = [
+                ProxyThread(
+                    routes(to_origin.port, f"[parents]\nquicktime = 'rtsp://127.0.0.1:{r.port}'\n")
+                )
+                for r in relays
+            ]
+            for c in children:
+                c.__enter__()
+            viewers: list[Viewer] = []
+            try:
+                sessions_before = origin.active_sessions()
+                viewers = [Viewer(c.port("quicktime")) for c in children for _ in range(2)]
+                assert all(v.play.status == 200 for v in viewers)
+                assert origin.wait_for(lambda: origin.active_sessions() - sessions_before == 4, 5)
+                time.sleep(1.0)
+                rates = [_rate(r, 2.0) for r in [to_origin, *relays]]
+                assert rates[0] > 10_000
+                assert all(rate < rates[0] * 1.5 for rate in rates[1:])  # one feed per child
+                assert all(len(v.rtp_seqs()) > 20 for v in viewers)
+            finally:
+                for v in viewers:
+                    v.close()
+                for c in children:
+                    c.__exit__(None, None, None)
+                for r in relays:
+                    r.stop()
