@@ -51,6 +51,9 @@ class FormatConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     origin_response_timeout: Seconds = 20.0
     forward: bool = True
     """Accept absolute request URLs naming any origin (the guide's forward-proxy mode)."""
+    parent_fallback: bool = True
+    """With a parent proxy configured (``[parents]``): go to the origin directly when the
+    parent cannot be reached."""
 
     def __post_init__(self) -> None:
         if self.listen:
@@ -123,6 +126,9 @@ class SplitConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     linger: Annotated[float, Meta(ge=0)] = 5.0
     """Seconds a live feed is kept after its last viewer left, for a quick rejoin."""
+    reconnect_timeout: Annotated[float, Meta(ge=0)] = 15.0
+    """How long a live feed whose origin dropped is retried (backoff 0.5 s doubling to 4 s)
+    before its viewers are ended."""
 
 
 class AdminConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -106,6 +106,7 @@ class SplitterService:
     """Every live feed of the process (one event loop: no locking)."""
 
     linger: float = 5.0
+    reconnect_timeout: float = 15.0
     feeds: dict[tuple[str, str, str], LiveFeed] = field(default_factory=dict)
 
     def get(self, key: tuple[str, str, str]) -> LiveFeed | None:

@@ -264,6 +264,8 @@ class RtspProxyLayer:
         self.feed_role: str | None = None  # owner | joiner
         self.feed_idle_since: float | None = None
         self.feed_rtcp: dict[int, bool] = {}  # origin RTCP channel -> BYE seen
+        self.reconnecting: float | None = None  # when the feed's origin connection dropped
+        self.reconnect_attempt = 0
 
     # -- event dispatch -------------------------------------------------------------------
 
@@ -477,11 +479,37 @@ class RtspProxyLayer:
             return
         if event.error is None:
             self.origin_state = "open"
+            if self.reconnecting is not None:
+                self._reconnect_setup(0, out)
+                return
             self._pump(out)
             return
         self.origin_state = "closed"
+        if self.reconnecting is not None:
+            self._reconnect_later(out, f"reconnect failed: {event.error}")
+            return
         status = 504 if event.timed_out else 502
         host, port = event.conn.peer
+        target = self.target
+        if (
+            self.ctx.parent
+            and self.ctx.settings.parent_fallback
+            and target is not None
+            and target.connect_to != (target.origin.host, target.origin.effective_port(554))
+        ):
+            out.append(
+                Log(
+                    "WARNING",
+                    f"{self.client}: parent {host}:{port} unreachable "
+                    f"({event.error}); going to the origin directly",
+                )
+            )
+            target.connect_to = (
+                target.origin.host,
+                target.origin.effective_port(self.ctx.settings.origin_port),
+            )
+            self._open_origin(out)
+            return
         why = f"origin {host}:{port} unreachable: {event.error}"
         out.append(Log("WARNING", f"{self.client}: {why}"))
         while self.queue:
@@ -624,6 +652,9 @@ class RtspProxyLayer:
                 if sess.timeout:
                     self.origin_timeout = float(sess.timeout)
                 out.append(SetTimer("origin-keepalive", max(1.0, self.origin_timeout / 2)))
+        if pending.purpose == "reconnect":
+            self._reconnect_step(resp, pending, out)
+            return
         if pending.purpose != "client" or pending.request is None:
             return
         req = pending.request
@@ -768,6 +799,10 @@ class RtspProxyLayer:
     def _origin_closed(self, event: ConnectionClosed, out: list[Command]) -> None:
         self.origin_state = "closed"
         why = "origin closed the connection" + (f": {event.error}" if event.error else "")
+        if self.feed is not None and self.ctx.splitter is not None:
+            # the feed (owner) or this viewer's accounting session (joiner) comes back
+            self._reconnect_later(out, why)
+            return
         if self.in_flight is not None or self.queue or self.session_id is not None:
             self._fail_origin(out, 502, why)
         else:
@@ -1229,6 +1264,72 @@ class RtspProxyLayer:
             if self.background:
                 self._shutdown(out, "live feed ended by the origin", notify_origin=True)
 
+    def _reconnect_later(self, out: list[Command], why: str) -> None:
+        """The feed's origin dropped: retry with backoff, or end the viewers cleanly."""
+        splitter = self.ctx.splitter
+        assert splitter is not None
+        now = self.ctx.monotonic()
+        if self.reconnecting is None:
+            self.reconnecting = now
+            self.reconnect_attempt = 0
+            out.append(
+                Log("WARNING", f"{self.client}: live feed lost its origin ({why}); reconnecting")
+            )
+        if now - self.reconnecting >= splitter.reconnect_timeout:
+            self.reconnecting = None
+            if self.in_flight is not None or self.queue:
+                self._fail_origin(out, 502, why)
+            self._shutdown(out, f"live feed lost: {why}", notify_origin=False, status=502)
+            return
+        delay = min(0.5 * 2**self.reconnect_attempt, 4.0)
+        self.reconnect_attempt += 1
+        self.pending.clear()
+        out.append(CancelTimer("origin-response"))
+        out.append(SetTimer("feed-reconnect", delay))
+
+    def _reconnect_setup(self, index: int, out: list[Command]) -> None:
+        """Set the tracks up again on the new origin connection, on the same channels, so
+        the fan-outs stay wired; then PLAY."""
+        assert self.target is not None
+        self.origin_reader = RtspReader(max_body=4 * 1024 * 1024)
+        headers = Headers([("Via", VIA)])
+        if index < len(self.setup_controls):
+            track = self.tracks[index] if index < len(self.tracks) else None
+            channels = track.origin_channels if track else (2 * index, 2 * index + 1)
+            spec = dataclasses.replace(self.dialect.origin_transport(index), interleaved=channels)
+            headers = headers.add("Transport", spec.build())
+            if index and self.origin_session:
+                headers = headers.add("Session", self.origin_session)
+            pending = _Pending(None, "reconnect", track_index=index)
+            self._send_origin(out, "SETUP", self.setup_controls[index], headers, b"", pending)
+            return
+        if self.feed_role != "owner":  # an accounting session: set up, no media asked for
+            self._reconnect_done(out)
+            return
+        if self.origin_session:
+            headers = headers.add("Session", self.origin_session)
+        base = self.described.base if self.described else str(self.target.origin)
+        self._send_origin(out, "PLAY", base, headers, b"", _Pending(None, "reconnect"))
+
+    def _reconnect_step(self, resp: Response, pending: _Pending, out: list[Command]) -> None:
+        if resp.status >= 300:
+            if self.origin is not None:
+                out.append(CloseConnection(self.origin))
+            self.origin_state = "closed"
+            self._reconnect_later(out, f"origin answered {resp.status} while reconnecting")
+            return
+        if pending.track_index is not None:
+            self._reconnect_setup(pending.track_index + 1, out)
+            return
+        self._reconnect_done(out)
+
+    def _reconnect_done(self, out: list[Command]) -> None:
+        self.reconnecting = None
+        self.feed_rtcp = dict.fromkeys(self.feed_rtcp, False)
+        role = "live feed" if self.feed_role == "owner" else "accounting session"
+        out.append(Log("INFO", f"{self.client}: {role} reconnected to its origin"))
+        self._pump(out)
+
     def _feed_linger(self, out: list[Command]) -> None:
         feed, splitter = self.feed, self.ctx.splitter
         if feed is None or splitter is None:
@@ -1286,6 +1387,9 @@ class RtspProxyLayer:
             self._origin_keepalive(out)
         elif name == "feed-linger":
             self._feed_linger(out)
+        elif name == "feed-reconnect" and self.reconnecting is not None:
+            self.origin_session = None
+            self._open_origin(out)
         elif name == "fill-watchdog" and self.recorder is not None:
             recorder = self.recorder
             now = self.ctx.monotonic() - recorder.started - recorder.paused_total
@@ -1407,6 +1511,7 @@ class RtspProxyLayer:
             "origin-response",
             "fill-watchdog",
             "feed-linger",
+            "feed-reconnect",
         ):
             out.append(CancelTimer(name))
         if self.origin is not None and self.origin_state in ("open", "connecting"):

@@ -103,7 +103,10 @@ class ProxyServer:
         if self.config.cache.enabled:
             self.cache = CacheService(open_store(self.config), self.config.cache)
         if self.config.split.enabled:
-            self.splitter = SplitterService(linger=self.config.split.linger)
+            self.splitter = SplitterService(
+                linger=self.config.split.linger,
+                reconnect_timeout=self.config.split.reconnect_timeout,
+            )
         self.host.hook.mediacache_configure(config=self.config)
         if not self.services:
             logger.warning("no format is installed or enabled: nothing to serve")

@@ -191,3 +191,64 @@ def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
                     c.__exit__(None, None, None)
                 for r in relays:
                     r.stop()
+
+
+def test_the_feed_reconnects_when_the_origin_comes_back() -> None:
+    from mediacache.testing.peers import free_port
+
+    port = free_port()
+    first = GstRtspOrigin(vod={}, live=("live",), port=port).start()
+    second = None
+    try:
+        with ProxyThread(routes(port)) as p:
+            viewers = [Viewer(p.port("quicktime")) for _ in range(2)]
+            try:
+                time.sleep(1.0)
+                first.stop()
+                second = GstRtspOrigin(vod={}, live=("live",), port=port).start()
+                time.sleep(3.0)  # backoff 0.5 s, then 1 s
+                # both accounting sessions came back; one of them carries the feed
+                assert second.wait_for(lambda: second.active_sessions() == 2, 5)
+                assert len(second.requests("PLAY")) == 1
+                counts = [len(v.rtp_seqs()) for v in viewers]
+                time.sleep(1.5)
+                assert all(len(v.rtp_seqs()) > c + 20 for v, c in zip(viewers, counts, strict=True))
+            finally:
+                for v in viewers:
+                    v.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_viewers_end_cleanly_when_the_origin_does_not_come_back() -> None:
+    o = GstRtspOrigin(vod={}, live=("live",)).start()
+    try:
+        with ProxyThread(routes(o.port, "[split]\nreconnect_timeout = 2.0\n")) as p:
+            viewers = [Viewer(p.port("quicktime")) for _ in range(2)]
+            time.sleep(1.0)
+            o.stop()
+            assert p.wait_idle(10)  # every session ended, none stuck
+            reasons = {r.reason for r in p.wait_records(2)}
+            assert any("live feed" in r for r in reasons)
+            for v in viewers:
+                v.close()
+    finally:
+        o.stop()
+
+
+def test_a_child_goes_direct_when_its_parent_is_down(origin: GstRtspOrigin) -> None:
+    from mediacache.testing.peers import free_port
+
+    dead = free_port()
+    with ProxyThread(
+        routes(origin.port, f"[parents]\nquicktime = 'rtsp://127.0.0.1:{dead}'\n")
+    ) as p:
+        v = Viewer(p.port("quicktime"))
+        try:
+            assert v.play.status == 200
+            time.sleep(1.0)
+            assert len(v.rtp_seqs()) > 10
+        finally:
+            v.close()
