@@ -51,6 +51,10 @@ class FormatConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     origin_response_timeout: Seconds = 20.0
     forward: bool = True
     """Accept absolute request URLs naming any origin (the guide's forward-proxy mode)."""
+    tcp_send_limit: Annotated[int, Meta(ge=16384)] = 2 * 1024 * 1024
+    """Bytes queued to a TCP (interleaved) viewer beyond which its packets are dropped."""
+    tcp_hopeless_after: Seconds = 10.0
+    """A TCP viewer over ``tcp_send_limit`` this long is disconnected (and logged)."""
     parent_fallback: bool = True
     """With a parent proxy configured (``[parents]``): go to the origin directly when the
     parent cannot be reached."""

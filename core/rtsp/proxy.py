@@ -1183,6 +1183,11 @@ class RtspProxyLayer:
 
     # -- live splitting ---------------------------------------------------------------------
 
+    @property
+    def backpressure(self) -> bool:
+        """May a slow client pause our origin connection? Not when it feeds other viewers."""
+        return self.feed_role != "owner"
+
     def _relative_controls(self) -> list[str]:
         described = self.described
         assert described is not None

@@ -155,6 +155,7 @@ class ProxyServer:
             self.host.hook,
             on_done=service.sessions.discard,
             scheduler=self.scheduler,
+            tcp_limits=(service.settings.tcp_send_limit, service.settings.tcp_hopeless_after),
         )
         ctx = SessionContext(
             format_name=service.spec.name,

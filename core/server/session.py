@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -51,22 +52,65 @@ DRAIN_SECONDS = 2.0
 
 
 class InterleavedSink:
-    """One RTSP interleaved channel on a client's TCP connection."""
+    """One RTSP interleaved channel on a client's TCP connection.
 
-    __slots__ = ("_channel", "_transport", "bytes_sent", "dropped", "packets_sent")
+    The viewer's bounded queue is its transport's send buffer. Past ``drop_at`` bytes
+    (``tcp_send_limit``) new packets are dropped (the viewer sees a gap, as with UDP loss, and
+    its decoder recovers at the next key frame); a viewer that stays over the limit for
+    ``hopeless_after`` seconds (``tcp_hopeless_after``) is disconnected, with a log line. A
+    slow viewer thus never stalls the feed of the others. Sessions that do not share their
+    origin feed pause the origin instead (see :meth:`SessionDriver.pause_writing`), so for
+    them this limit is rarely reached.
+    """
 
-    def __init__(self, transport: asyncio.WriteTransport, channel: int) -> None:
+    __slots__ = (
+        "_channel",
+        "_drop_at",
+        "_hopeless_after",
+        "_over_since",
+        "_transport",
+        "bytes_sent",
+        "dropped",
+        "packets_sent",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        channel: int,
+        drop_at: int = 2 * 1024 * 1024,
+        hopeless_after: float = 10.0,
+    ) -> None:
         self._transport = transport
         self._channel = channel
+        self._drop_at = drop_at
+        self._hopeless_after = hopeless_after
+        self._over_since = 0.0
         self.bytes_sent = 0
         self.packets_sent = 0
         self.dropped = 0
 
     def send(self, payload: bytes) -> None:
-        if self._transport.is_closing():
+        transport = self._transport
+        if transport.is_closing():
             self.dropped += 1
             return
-        self._transport.write(_INTERLEAVED.pack(0x24, self._channel, len(payload)) + payload)
+        if transport.get_write_buffer_size() > self._drop_at:
+            self.dropped += 1
+            now = time.monotonic()
+            if not self._over_since:
+                self._over_since = now
+            elif now - self._over_since > self._hopeless_after:
+                peer = transport.get_extra_info("peername")
+                logger.warning(
+                    "client {} is hopelessly behind ({} packets dropped): disconnected",
+                    peer,
+                    self.dropped,
+                )
+                transport.abort()
+            return
+        self._over_since = 0.0
+        transport.write(_INTERLEAVED.pack(0x24, self._channel, len(payload)) + payload)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
 
@@ -92,7 +136,8 @@ class SessionDataPlane:
 
     def interleaved_sink(self, conn: Connection, channel: int) -> InterleavedSink:
         transport = self._driver.transports[conn]
-        return InterleavedSink(transport, channel)  # type: ignore[arg-type]
+        drop_at, hopeless = self._driver.tcp_limits
+        return InterleavedSink(transport, channel, drop_at, hopeless)  # type: ignore[arg-type]
 
     def client_writable(self, conn: Connection) -> bool:
         transport = self._driver.transports.get(conn)
@@ -149,6 +194,7 @@ class SessionDriver:
         hook: Any,
         on_done: Any = None,
         scheduler: PlayoutScheduler | None = None,
+        tcp_limits: tuple[int, float] = (2 * 1024 * 1024, 10.0),
     ) -> None:
         self.loop = loop
         self.client = client
@@ -157,6 +203,7 @@ class SessionDriver:
         self.hook = hook
         self.on_done = on_done
         self.scheduler = scheduler
+        self.tcp_limits = tcp_limits
         self.players: set[Any] = set()
         self.dataplane = SessionDataPlane(self, pool)
         self.layer: Layer | None = None
@@ -201,8 +248,9 @@ class SessionDriver:
             self._teardown()  # a background session (a cache fill) has finished
 
     def pause_writing(self, conn: Connection) -> None:
-        """A slow client: stop reading from its origin connections (back-pressure)."""
-        if conn is self.client:
+        """A slow client: stop reading from its origin connections (back-pressure), unless
+        that origin connection feeds other viewers too (the layer says so)."""
+        if conn is self.client and getattr(self.layer, "backpressure", True):
             for other, transport in self.transports.items():
                 if other.role == "origin" and not transport.is_closing():
                     transport.pause_reading()

@@ -47,8 +47,9 @@ def test_vod_tcp_equals_udp(gst_origin: GstRtspOrigin) -> None:
     url = gst_origin.url(VOD)
     connections_before = gst_origin.connections_total  # the helper's OPTIONS probe
     with ThreadPoolExecutor(2) as pool:
-        tcp, udp = pool.map(lambda t: peers.ffmpeg_framemd5(url, transport=t, timeout=20),
-                            ["tcp", "udp"])
+        tcp, udp = pool.map(
+            lambda t: peers.ffmpeg_framemd5(url, transport=t, timeout=20), ["tcp", "udp"]
+        )
     assert tcp, "no packets over TCP"
     assert tcp == udp
     counts = Counter(stream for stream, _, _ in tcp)
@@ -66,8 +67,7 @@ def test_live_mount_serves_concurrent_joiners(gst_origin: GstRtspOrigin) -> None
     url = gst_origin.url("live")
 
     def play(transport: str) -> list[tuple[int, int, str]]:
-        return peers.ffmpeg_framemd5(url, transport=transport, timeout=15,
-                                     input_args=["-t", "2"])
+        return peers.ffmpeg_framemd5(url, transport=transport, timeout=15, input_args=["-t", "2"])
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(play, ["tcp", "udp", "tcp", "udp"]))
@@ -78,10 +78,10 @@ def test_live_mount_serves_concurrent_joiners(gst_origin: GstRtspOrigin) -> None
     assert gst_origin.sessions_total == 4  # the internal live holder is not reported
 
 
-def test_ffprobe_packets_interrupts_a_stream_that_does_not_end(
-        gst_origin: GstRtspOrigin) -> None:
-    rows = peers.ffprobe_packets(gst_origin.url("live"), timeout=2.0,
-                                 extra_args=["-rtsp_transport", "tcp"])
+def test_ffprobe_packets_interrupts_a_stream_that_does_not_end(gst_origin: GstRtspOrigin) -> None:
+    rows = peers.ffprobe_packets(
+        gst_origin.url("live"), timeout=2.0, extra_args=["-rtsp_transport", "tcp"]
+    )
     assert len(rows) > 10
     assert {kind for kind, _, _ in rows} == {"video"}
 
@@ -123,11 +123,16 @@ def test_basic_auth(h264_clip: Path) -> None:
             assert ok.status == 200 and b"m=video" in ok.body
         with pytest.raises(PeerError, match="401 Unauthorized"):
             peers.ffmpeg_framemd5(url, transport="tcp", timeout=10, input_args=["-t", "1"])
-        rows = peers.ffmpeg_framemd5(origin.url(VOD, credentials=True), transport="tcp",
-                                     timeout=10, input_args=["-t", "1"])
+        rows = peers.ffmpeg_framemd5(
+            origin.url(VOD, credentials=True), transport="tcp", timeout=10, input_args=["-t", "1"]
+        )
         assert {s for s, _, _ in rows} == {0, 1}
-        live = peers.ffmpeg_framemd5(origin.url("live", credentials=True), transport="udp",
-                                     timeout=10, input_args=["-t", "1"])
+        live = peers.ffmpeg_framemd5(
+            origin.url("live", credentials=True),
+            transport="udp",
+            timeout=10,
+            input_args=["-t", "1"],
+        )
         assert live
 
 
@@ -148,8 +153,11 @@ def test_session_of_a_vanished_client_lingers_until_timeout(h264_clip: Path) -> 
 def test_byte_counting_relay(gst_origin: GstRtspOrigin) -> None:
     """RTSP over TCP passes the relay unchanged, and the relay counts the origin's bytes."""
     with ByteCountingRelay(gst_origin.port) as relay:
-        rows = peers.ffmpeg_framemd5(relay.url(VOD), transport="tcp", timeout=20)
-        direct = peers.ffmpeg_framemd5(gst_origin.url(VOD), transport="tcp", timeout=20)
+        with ThreadPoolExecutor(2) as pool:
+            rows, direct = pool.map(
+                lambda u: peers.ffmpeg_framemd5(u, transport="tcp", timeout=20),
+                [relay.url(VOD), gst_origin.url(VOD)],
+            )
         assert rows == direct
         assert len(relay.connections) == 1
         conn = relay.connections[0]
@@ -200,11 +208,15 @@ def test_make_clip_is_safe_under_racing_workers(tmp_path: Path) -> None:
     """xdist workers asking for the same new clip make it once and all get a whole file."""
     requires_peer("ffmpeg")
     env = {**os.environ, "MEDIACACHE_TEST_CLIPS": str(tmp_path)}
-    code = ("from mediacache.testing.peers import make_clip, ffprobe_streams;"
-            "p = make_clip(seconds=3.5, kind='rv20_ac3');"
-            "print(p, len(ffprobe_streams(p)))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    code = (
+        "from mediacache.testing.peers import make_clip, ffprobe_streams;"
+        "p = make_clip(seconds=3.5, kind='rv20_ac3');"
+        "print(p, len(ffprobe_streams(p)))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     outs = []
     try:
         for p in procs:
@@ -214,7 +226,8 @@ def test_make_clip_is_safe_under_racing_workers(tmp_path: Path) -> None:
             p.kill()
     assert len(set(outs)) == 1 and outs[0].endswith(" 2"), outs
     assert [f.name for f in tmp_path.iterdir() if not f.name.startswith(".")] == [
-        Path(outs[0].split()[0]).name]
+        Path(outs[0].split()[0]).name
+    ]
 
 
 # --------------------------------------------------------------------------- VLC
@@ -256,11 +269,15 @@ def test_tshark_decodes_an_rtsp_udp_session(h264_clip: Path, tmp_path: Path) -> 
     with GstRtspOrigin({"clip.mp4": h264_clip}, live=()) as origin:
         pcap = tmp_path / "session.pcapng"
         rtp_lo, _ = peers.free_port_pair()
-        with peers.tshark_capture(pcap, f"tcp port {origin.port} or udp portrange "
-                                        f"{rtp_lo}-{rtp_lo + 9}"):
+        with peers.tshark_capture(
+            pcap, f"tcp port {origin.port} or udp portrange {rtp_lo}-{rtp_lo + 9}"
+        ):
             rows = peers.ffmpeg_framemd5(
-                origin.url(VOD), transport="udp", timeout=20,
-                input_args=["-min_port", str(rtp_lo), "-max_port", str(rtp_lo + 9)])
+                origin.url(VOD),
+                transport="udp",
+                timeout=20,
+                input_args=["-min_port", str(rtp_lo), "-max_port", str(rtp_lo + 9)],
+            )
     decode_as = [f"tcp.port=={origin.port},rtsp"]
     text = peers.tshark_decode(pcap, decode_as)
     for method in ("DESCRIBE", "SETUP", "PLAY", "TEARDOWN"):

@@ -382,3 +382,10 @@ def test_origin_closing_mid_session_ends_the_client() -> None:
     out = pb.closed(origin)
     assert CloseConnection(pb.client) in out
     assert not [c for c in out if isinstance(c, OpenConnection)]
+
+
+def test_a_feed_owner_refuses_backpressure() -> None:
+    pb = make()
+    assert pb.layer.backpressure is True  # type: ignore[attr-defined]
+    pb.layer.feed_role = "owner"  # type: ignore[attr-defined]
+    assert pb.layer.backpressure is False  # type: ignore[attr-defined]

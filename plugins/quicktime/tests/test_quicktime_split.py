@@ -252,3 +252,4 @@ def test_a_child_goes_direct_when_its_parent_is_down(origin: GstRtspOrigin) -> N
             assert len(v.rtp_seqs()) > 10
         finally:
             v.close()
+
