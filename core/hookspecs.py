@@ -110,3 +110,15 @@ def mediacache_cache_allowed(format_name: str, url: str, authenticated: bool) ->
     cache it, and every later client must still pass the origin's authentication on its
     accounting connection; Windows Media never caches it). The first non-None result wins.
     """
+
+
+@hookspec(firstresult=True)
+def mediacache_is_live(format_name: str, url: str, description: bytes) -> bool | None:
+    """Is this stream live (split to viewers, never cached) or on demand?
+
+    Called once per client session when the origin described the stream (RTSP: the DESCRIBE
+    reply's SDP in ``description``). Return True or False to decide, or None to let the
+    format decide from its own protocol (RTSP: an SDP range with no end, such as
+    ``npt=now-`` or none at all, is live). A route's ``live = true|false`` overrides both.
+    The first non-None result wins.
+    """

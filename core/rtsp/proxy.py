@@ -828,8 +828,14 @@ class RtspProxyLayer:
             sd: SessionDescription | None = parse_sdp(resp.body) if resp.body else None
         except ProtocolError:
             sd = None
-        route_live = self._route_live()
         on_demand = sd is not None and is_on_demand(sd)
+        if self.ctx.hook is not None:
+            live = self.ctx.hook.mediacache_is_live(
+                format_name=self.ctx.format_name, url=url, description=resp.body
+            )
+            if live is not None:
+                on_demand = not live
+        route_live = self._route_live()
         if route_live is not None:
             on_demand = not route_live
         self.described = _Described(

@@ -719,6 +719,7 @@ class GstRtspOrigin:
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self._stderr: IO[bytes] | None = None
+        self._stderr_text = ""
 
     # -- lifecycle
 
@@ -744,7 +745,8 @@ class GstRtspOrigin:
             args += ["--auth", self.auth]
         if self.max_sessions is not None:
             args += ["--max-sessions", str(self.max_sessions)]
-        self._stderr = tempfile.TemporaryFile()
+        # Lives as long as the origin; stop() keeps its text and closes it.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = self.group.start(args, stdout=subprocess.PIPE, stderr=self._stderr)
         self._reader = threading.Thread(
             target=self._read_events, name="gst-origin-events", daemon=True
@@ -778,11 +780,15 @@ class GstRtspOrigin:
         raise PeerError(f"GStreamer origin does not answer OPTIONS: {last}; {self.stderr()}")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` s."""
+        """SIGTERM, then SIGKILL after ``timeout`` s; the event log stays readable."""
         if self.process is not None:
             self.group.stop(self.process, timeout=timeout)
         if self._reader is not None:
             self._reader.join(2.0)
+        if self._stderr is not None:
+            self._stderr_text = self.stderr()
+            self._stderr.close()
+            self._stderr = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -793,7 +799,7 @@ class GstRtspOrigin:
     def stderr(self) -> str:
         """What the script wrote to stderr so far (GStreamer warnings, tracebacks)."""
         if self._stderr is None:
-            return ""
+            return self._stderr_text
         with contextlib.suppress(OSError, ValueError):
             self._stderr.seek(0)
             return self._stderr.read().decode(errors="replace")[-4000:]
