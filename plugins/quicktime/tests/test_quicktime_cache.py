@@ -282,6 +282,7 @@ def test_pause_and_resume_on_a_hit(relay: ByteCountingRelay) -> None:
             url = url_of(p)
             c.request("DESCRIBE", url)
             c.request("SETUP", f"{url}/stream=0", [("Transport", "RTP/AVP/TCP;interleaved=0-1")])
+            c.request("SETUP", f"{url}/stream=1", [("Transport", "RTP/AVP/TCP;interleaved=2-3")])
             r = c.request("PLAY", url)
             assert r.status == 200 and "seq=" in (r.headers.get("RTP-Info") or "")
             c.read_frames(1.0, until_bye=False)
@@ -293,7 +294,9 @@ def test_pause_and_resume_on_a_hit(relay: ByteCountingRelay) -> None:
             assert r.status == 200
             c.read_frames(1.0, until_bye=False)
             seqs = [int.from_bytes(f.payload[2:4], "big") for f in c.frames if f.channel == 0]
+            assert len(seqs) > 30
             assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert [r.result for r in p.wait_records(2)] == ["MISS", "HIT"]
 
 
 def test_no_cache_from_the_origin_means_pass(monkeypatch: pytest.MonkeyPatch) -> None:
