@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -17,29 +18,13 @@ from mediacache.errors import ConfigError
 from mediacache.logs import setup_logging
 from mediacache.plugins import PluginHost, load_plugins
 
-
-def _load(path: str | None) -> tuple[Config, PluginHost]:
-    host = load_plugins()
-    config = load_config(path)
-    for spec in host.registry:  # decode every format section now: errors stop the start
-        format_settings(config, spec.name, spec.config_type)
-    return config, host
+if TYPE_CHECKING:
+    from mediacache.server.app import ProxyServer
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from mediacache.server.app import ProxyServer, serve_forever
-
-    try:
-        config, host = _load(args.config)
-    except ConfigError as exc:
-        print(f"mediacache: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(config.log)
-    for failure in host.failures:
-        logger.error("plugin {} failed to load: {}", failure.name, failure.error)
-    if not len(host.registry):
-        logger.warning("no format plugin is installed (pip install mediacache-quicktime ...)")
-    server = ProxyServer(config, host)
+def _run_until_signal(server: ProxyServer) -> int:
+    """Serve until SIGINT or SIGTERM; 1 when the server cannot start (a port in use...)."""
+    from mediacache.server.app import serve_forever
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -54,8 +39,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         logger.error("cannot start: {}", exc)
         return 1
-    logger.info("stopped")
     return 0
+
+
+def _load(path: str | None) -> tuple[Config, PluginHost]:
+    host = load_plugins()
+    config = load_config(path)
+    for spec in host.registry:  # decode every format section now: errors stop the start
+        format_settings(config, spec.name, spec.config_type)
+    return config, host
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mediacache.server.app import ProxyServer
+
+    try:
+        config, host = _load(args.config)
+    except ConfigError as exc:
+        print(f"mediacache: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log)
+    for failure in host.failures:
+        logger.error("plugin {} failed to load: {}", failure.name, failure.error)
+    if not len(host.registry):
+        logger.warning("no format plugin is installed (pip install mediacache-quicktime ...)")
+    server = ProxyServer(config, host)
+    code = _run_until_signal(server)
+    logger.info("stopped")
+    return code
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -83,7 +94,7 @@ def cmd_origin(args: argparse.Namespace) -> int:
 
     from mediacache.config import LogConfig
     from mediacache.formats import OriginOptions
-    from mediacache.server.app import ProxyServer, serve_forever
+    from mediacache.server.app import ProxyServer
 
     setup_logging(LogConfig(level=args.log_level))
     host = load_plugins()
@@ -101,22 +112,7 @@ def cmd_origin(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         auth=args.auth,
     )
-    server = ProxyServer.reference_origin(spec, options, host)
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
-        with contextlib.suppress(asyncio.CancelledError):
-            await serve_forever(server)
-
-    try:
-        asyncio.run(main())
-    except OSError as exc:
-        logger.error("cannot start: {}", exc)
-        return 1
-    return 0
+    return _run_until_signal(ProxyServer.reference_origin(spec, options, host))
 
 
 def _admin_base(args: argparse.Namespace) -> str:
