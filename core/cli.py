@@ -185,6 +185,28 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Popular content and cache savings from access logs."""
+    import json
+
+    from mediacache.report import build_report, format_report
+
+    lines: list[str] = []
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines.extend(fh)
+        except OSError as exc:
+            print(f"mediacache: {path}: {exc.strerror}", file=sys.stderr)
+            return 2
+    report = build_report(lines)
+    if args.json:
+        print(json.dumps(report.as_dict(args.top), indent=2))
+    else:
+        print(format_report(report, args.top))
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config, host = _load(args.file)
@@ -232,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", help="admin API HOST:PORT (default from the config)")
     p.add_argument("--timeout", type=float, default=600.0)
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("report", help="popular content and cache savings from access logs")
+    p.add_argument("files", nargs="+", help="access log files (squid-like or JSON lines)")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("check-config", help="validate a config file without starting")
     p.add_argument("file")
