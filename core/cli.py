@@ -112,7 +112,12 @@ def cmd_origin(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         auth=args.auth,
     )
-    return _run_until_signal(ProxyServer.reference_origin(spec, options, host))
+    try:
+        server = ProxyServer.reference_origin(spec, options, host)
+    except ValueError as exc:  # a malformed option the plugin refused (e.g. --auth)
+        print(f"mediacache: {exc}", file=sys.stderr)
+        return 2
+    return _run_until_signal(server)
 
 
 def _admin_base(args: argparse.Namespace) -> str:

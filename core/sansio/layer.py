@@ -46,6 +46,10 @@ class DataPlane(Protocol):
 
     def interleaved_sink(self, conn: Connection, channel: int) -> Sink: ...
 
+    def stream_sink(self, conn: Connection) -> Sink:
+        """Payloads written as they are on ``conn`` (MMST data packets carry their own framing)."""
+        ...
+
     def client_writable(self, conn: Connection) -> bool:
         """False while ``conn``'s send buffer is over its high-water mark."""
         ...

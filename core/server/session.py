@@ -110,9 +110,33 @@ class InterleavedSink:
                 transport.abort()
             return
         self._over_since = 0.0
-        transport.write(_INTERLEAVED.pack(0x24, self._channel, len(payload)) + payload)
+        if self._channel < 0:  # a self-framed stream (StreamSink)
+            transport.write(payload)
+        else:
+            transport.write(_INTERLEAVED.pack(0x24, self._channel, len(payload)) + payload)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
+
+
+class StreamSink:
+    """A format's self-framed data packets on a client's TCP connection (MMST), with the same
+    bounded queue as :class:`InterleavedSink`."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: InterleavedSink) -> None:
+        self._inner = inner
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._inner.bytes_sent
+
+    @property
+    def packets_sent(self) -> int:
+        return self._inner.packets_sent
+
+    def send(self, payload: bytes) -> None:
+        self._inner.send(payload)
 
 
 class SessionDataPlane:
@@ -138,6 +162,11 @@ class SessionDataPlane:
         transport = self._driver.transports[conn]
         drop_at, hopeless = self._driver.tcp_limits
         return InterleavedSink(transport, channel, drop_at, hopeless)  # type: ignore[arg-type]
+
+    def stream_sink(self, conn: Connection) -> StreamSink:
+        transport = self._driver.transports[conn]
+        drop_at, hopeless = self._driver.tcp_limits
+        return StreamSink(InterleavedSink(transport, -1, drop_at, hopeless))  # type: ignore[arg-type]
 
     def client_writable(self, conn: Connection) -> bool:
         transport = self._driver.transports.get(conn)

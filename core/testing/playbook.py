@@ -63,6 +63,11 @@ class RecordingDataPlane:
         self.sinks.append(sink)
         return sink
 
+    def stream_sink(self, conn: Connection) -> RecordingSink:
+        sink = RecordingSink("stream", conn)
+        self.sinks.append(sink)
+        return sink
+
     def client_writable(self, conn: Connection) -> bool:
         return self.writable
 

@@ -54,3 +54,12 @@ def test_a_viewer_over_the_limit_loses_packets_then_is_disconnected() -> None:
     time.sleep(0.25)
     sink2.send(b"z")
     assert not t2.aborted and len(t2.written) == 1
+
+
+def test_a_stream_sink_writes_payloads_as_they_are() -> None:
+    from mediacache.server.session import StreamSink
+
+    t = FakeTransport(0)
+    sink = StreamSink(InterleavedSink(t, -1))  # type: ignore[arg-type]
+    sink.send(b"\x01\x00\x00\x00pkt")
+    assert t.written == [b"\x01\x00\x00\x00pkt"] and sink.packets_sent == 1

@@ -1,7 +1,11 @@
 """Windows Media for mediacache: MMS control (TCP 1755), MMST/MMSU data, ASF.
 
-Only the wire layer exists so far: :mod:`mediacache_wmt.wire.mms` frames and parses MMS command
-and data packets, :mod:`mediacache_wmt.wire.asf` reads and rewrites ASF headers and data packets.
+:mod:`mediacache_wmt.wire.mms` frames and parses MMS command and data packets,
+:mod:`mediacache_wmt.wire.asf` reads and rewrites ASF headers and data packets,
+:mod:`mediacache_wmt.origin` is the reference MMS origin (``mediacache origin wmt``) and
+:mod:`mediacache_wmt.plugin` registers the ``wmt`` format (its proxy layer is still a
+placeholder, :mod:`mediacache_wmt.layer`). :mod:`mediacache_wmt.testing` has an in-process
+origin and a blocking MMS client for tests.
 """
 
 from __future__ import annotations

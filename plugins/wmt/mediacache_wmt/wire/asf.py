@@ -103,6 +103,7 @@ __all__ = [
     "parse_asf_header",
     "parse_data_packet",
     "scan_payloads",
+    "shift_times",
 ]
 
 # --- GUIDs ------------------------------------------------------------------------------------
@@ -1291,3 +1292,34 @@ def filter_streams(packet: bytes, keep: frozenset[int], packet_size: int) -> byt
         out += packet[s.start : s.end]
     out += bytes(packet_size - len(out))
     return bytes(out)
+
+
+def shift_times(packet: bytes, delta_ms: int, packet_size: int | None = None) -> bytes:
+    """``packet`` with its send time and every payload's presentation time moved by ``delta_ms``.
+
+    A looped live broadcast needs this: the second pass of a clip must carry later times than
+    the first, or players see time run backwards. Times are u32 milliseconds and wrap. Payload
+    bytes are untouched; a compressed payload's presentation time is its offset field.
+    """
+    if not delta_ms:
+        return packet
+    try:
+        lay = _layout(packet, len(packet) if packet_size is None else packet_size)
+        ltf, pf = lay.length_type_flags, lay.property_flags
+        out = bytearray(packet)
+        pos = len(lay.ecc) + 2 + sum(_VAR_SIZES[(ltf >> shift) & 3] for shift in (5, 1, 3))
+        _U32.pack_into(out, pos, (lay.send_time + delta_ms) & 0xFFFFFFFF)
+        mo_size, off_code, rep_code = _VAR_SIZES[(pf >> 4) & 3], (pf >> 2) & 3, pf & 3
+        for span in lay.spans:
+            at = span.start + 1 + mo_size
+            offset, after = _read(packet, at, off_code)
+            replicated, data_at = _read(packet, after, rep_code)
+            if replicated == 1 and off_code:  # compressed: the offset is the presentation time
+                moved = (offset + delta_ms) & _VAR_MAX[off_code]
+                out[at : at + _VAR_SIZES[off_code]] = moved.to_bytes(_VAR_SIZES[off_code], "little")
+            elif replicated >= 8:
+                time = _U32.unpack_from(packet, data_at + 4)[0]
+                _U32.pack_into(out, data_at + 4, (time + delta_ms) & 0xFFFFFFFF)
+        return bytes(out)
+    except (IndexError, struct.error) as exc:
+        raise MmsProtocolError(f"malformed ASF data packet: {exc}") from exc

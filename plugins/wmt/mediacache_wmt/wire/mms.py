@@ -220,6 +220,7 @@ class HResult(enum.IntEnum):
     NO_MORE_DATA = 0xC00D0034
     TIMEOUT = 0xC00D0013
     ACCESS_DENIED = 0x80070005
+    NOT_IMPLEMENTED = 0x80004001  # E_NOTIMPL: a request this server does not support
     INVALID_ARGUMENT = 0x80070057
     UNEXPECTED = 0x8000FFFF
 
@@ -1087,10 +1088,13 @@ class MmsStreamReader:
 
     ``receive_data(b"")`` marks the end of the stream. ``max_command_size`` caps the memory an
     incomplete command may claim: a length above it fails at once instead of being waited for.
-    A reader that raised stays failed.
+    ``commands_only`` is for a server's side, where players send nothing but commands: 8 bytes
+    without the signature fail at once instead of being waited for as a data packet. A reader
+    that raised stays failed.
     """
 
     max_command_size: int = MAX_COMMAND_SIZE
+    commands_only: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
     _pos: int = 0
     _eof: bool = False
@@ -1166,6 +1170,8 @@ class MmsStreamReader:
                     f"MMS command of {size} bytes exceeds {self.max_command_size}", status_hint=413
                 )
         else:
+            if self.commands_only:
+                raise MmsProtocolError("MMS data from a player, or not MMS at all")
             size = int.from_bytes(buf[pos + 6 : pos + 8], "little")
             if size < DATA_PACKET_HEADER_SIZE:
                 raise MmsProtocolError(f"MMS data packet length {size} is below 8")
