@@ -35,6 +35,9 @@ MASK32 = 0xFFFFFFFF
 NTP_EPOCH = 2_208_988_800
 SR_INTERVAL = 5.0
 CNAME = "mediacache"
+SEND_AHEAD = 0.04
+"""Packets leave up to 40 ms before their time: when a thousand viewers' packets fall due
+together the last ones still leave on time, and every player's jitter buffer takes 40 ms."""
 BYE_DELAY = 0.3
 SEEK_WINDOW = 10.0  # seconds of send time searched around a seek target
 
@@ -100,7 +103,7 @@ class RtpReplay:
         wallclock: object = None,
     ) -> None:
         self.tracks = tracks
-        self.playout = Playout(source, self._emit)
+        self.playout = Playout(source, self._emit, lead=SEND_AHEAD)
         self.source = source
         self._wallclock = wallclock
         self._now = 0.0

@@ -49,10 +49,10 @@ def test_playout_is_paced_by_the_stored_times() -> None:
     r, track = replay(clip())
     r.play(100.0, None)
     wake = r.pump(100.0)
-    assert len(track.rtp_sink.payloads) == 1  # only t=0 is due (10 ms lead)
-    assert wake is not None and 100.02 < wake <= 100.04
+    assert len(track.rtp_sink.payloads) == 2  # t=0, and t=0.04 within the 40 ms send-ahead
+    assert wake is not None and 100.03 < wake <= 100.05  # t=0.08 is due 40 ms early
     r.pump(101.0)
-    assert len(track.rtp_sink.payloads) == 26  # 0 .. 1.0 s inclusive
+    assert len(track.rtp_sink.payloads) == 27  # 0 .. 1.04 s inclusive
 
 
 def test_restamping_keeps_payloads_and_makes_one_continuous_stream() -> None:
@@ -76,8 +76,9 @@ def test_seek_lands_on_the_key_frame_and_rtp_info_maps_it() -> None:
     start, [(seq, rtptime)] = r.play(10.0, 2.5)
     assert start == 2.0  # key frames at 0, 1, 2, 3 s
     assert seq == (last_seq + 1) & 0xFFFF  # sequence numbers go on across the seek
+    before = len(track.rtp_sink.payloads)
     r.pump(10.0)
-    first = track.rtp_sink.payloads[-1]
+    first = track.rtp_sink.payloads[before]
     assert h264_starts_keyframe(first) and rtp_timestamp(first) == rtptime
 
 
