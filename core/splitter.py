@@ -28,29 +28,39 @@ from mediacache.sansio.layer import Sink
 
 
 class FanOut:
-    """A sink that forwards to many sinks: one per viewer of one channel."""
+    """A sink that forwards to many sinks: one per viewer of one channel.
 
-    __slots__ = ("_sends", "bytes_sent", "last", "packets_sent", "sinks")
+    Joins and leaves only mark the send list stale; it is rebuilt once, at the next packet, so
+    a thousand viewers leaving together cost O(N), not O(N^2).
+    """
+
+    __slots__ = ("_members", "_sends", "bytes_sent", "last", "packets_sent")
 
     def __init__(self) -> None:
-        self.sinks: list[Sink] = []
-        self._sends: list[Callable[[bytes], None]] = []
+        self._members: dict[Sink, None] = {}
+        self._sends: list[Callable[[bytes], None]] | None = []
         self.bytes_sent = 0
         self.packets_sent = 0
         self.last: bytes = b""
 
+    @property
+    def sinks(self) -> list[Sink]:
+        return list(self._members)
+
     def add(self, sink: Sink) -> None:
-        if sink not in self.sinks:
-            self.sinks.append(sink)
-            self._sends = [s.send for s in self.sinks]
+        if sink not in self._members:
+            self._members[sink] = None
+            self._sends = None
 
     def remove(self, sink: Sink) -> None:
-        if sink in self.sinks:
-            self.sinks.remove(sink)
-            self._sends = [s.send for s in self.sinks]
+        if self._members.pop(sink, 0) is None:
+            self._sends = None
 
     def send(self, payload: bytes) -> None:
-        for send in self._sends:
+        sends = self._sends
+        if sends is None:
+            sends = self._sends = [s.send for s in self._members]
+        for send in sends:
             send(payload)
         self.last = payload
         self.packets_sent += 1

@@ -29,7 +29,7 @@ from mediacache.sansio.events import (
 from mediacache.sansio.layer import Layer, SessionContext
 
 
-@dataclass
+@dataclass(eq=False)
 class RecordingSink:
     """A sink that keeps what it was sent."""
 
