@@ -389,3 +389,84 @@ def test_a_feed_owner_refuses_backpressure() -> None:
     assert pb.layer.backpressure is True  # type: ignore[attr-defined]
     pb.layer.feed_role = "owner"  # type: ignore[attr-defined]
     assert pb.layer.backpressure is False  # type: ignore[attr-defined]
+
+
+def _cached_playbook():  # type: ignore[no-untyped-def]
+    from mediacache.cache.service import CacheService
+    from mediacache.cache.store import CacheStore
+
+    pb = make()
+    pb.ctx.cache = CacheService(CacheStore(None, memory_limit=10**7, disk_limit=0))
+    return pb
+
+
+def _describe_setup_play(
+    pb: Playbook, describe_headers: tuple[str, ...]
+) -> tuple[Connection, list]:  # type: ignore[type-arg]
+    origin, _ = connect(pb, req("DESCRIBE", "rtsp://192.0.2.7/a", 1))
+    pb.origin_sends(
+        origin,
+        resp(200, 1, *describe_headers, "Content-Base: rtsp://192.0.2.7/a/", body=ORIGIN_SDP),
+    )
+    pb.client_sends(
+        req("SETUP", "rtsp://192.0.2.7/a/stream=0", 2, "Transport: RTP/AVP/TCP;interleaved=0-1")
+    )
+    pb.origin_sends(
+        origin, resp(200, 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1", "Session: s")
+    )
+    session = pb.layer.session_id  # type: ignore[attr-defined]
+    out = pb.client_sends(req("PLAY", "rtsp://192.0.2.7/a", 3, f"Session: {session}"))
+    return origin, out
+
+
+def test_origin_no_cache_means_pass() -> None:
+    pb = _cached_playbook()
+    origin, out = _describe_setup_play(pb, ("Cache-Control: no-cache",))
+    assert parse_request(pb.sent_to(origin, out)[0]).method == "PLAY"  # forwarded, no fill
+    assert pb.layer.cache_mode == "PASS"  # type: ignore[attr-defined]
+
+
+def test_an_on_demand_clip_is_a_miss_and_fills() -> None:
+    pb = _cached_playbook()
+    origin, out = _describe_setup_play(pb, ())
+    assert parse_request(pb.sent_to(origin, out)[0]).method == "PLAY"
+    assert pb.layer.cache_mode == "MISS"  # type: ignore[attr-defined]
+    pb.origin_sends(
+        origin,
+        resp(200, 3, "RTP-Info: url=rtsp://192.0.2.7/a/stream=0;seq=1;rtptime=0", "Range: npt=0-4"),
+    )
+    assert pb.layer.recorder is not None  # type: ignore[attr-defined]
+
+
+def test_a_hook_may_forbid_caching_authenticated_content() -> None:
+    class Hook:
+        def mediacache_access_check(self, **kw):  # type: ignore[no-untyped-def]
+            return None
+
+        def mediacache_resolve_origin(self, **kw):  # type: ignore[no-untyped-def]
+            return None
+
+        def mediacache_is_live(self, **kw):  # type: ignore[no-untyped-def]
+            return None
+
+        def mediacache_cache_variant(self, **kw):  # type: ignore[no-untyped-def]
+            return None
+
+        def mediacache_cache_allowed(self, **kw):  # type: ignore[no-untyped-def]
+            return False
+
+    from mediacache.cache.service import CacheService
+    from mediacache.cache.store import CacheStore
+
+    pb = make(hook=Hook())
+    pb.ctx.cache = CacheService(CacheStore(None, memory_limit=10**7, disk_limit=0))
+    origin, _ = connect(pb, req("DESCRIBE", "rtsp://192.0.2.7/a", 1, "Authorization: Basic dTpw"))
+    pb.origin_sends(origin, resp(200, 1, body=ORIGIN_SDP))
+    pb.client_sends(
+        req("SETUP", "rtsp://192.0.2.7/a/stream=0", 2, "Transport: RTP/AVP/TCP;interleaved=0-1")
+    )
+    pb.origin_sends(
+        origin, resp(200, 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1", "Session: s")
+    )
+    pb.client_sends(req("PLAY", "rtsp://192.0.2.7/a", 3, f"Session: {pb.layer.session_id}"))  # type: ignore[attr-defined]
+    assert pb.layer.cache_mode == "PASS"  # type: ignore[attr-defined]

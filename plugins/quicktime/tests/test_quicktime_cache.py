@@ -392,3 +392,18 @@ def test_background_fill_when_the_first_client_leaves(
         assert p.wait_records(1)[0].reason == "client closed"
         assert p.wait_idle(8)  # the background session ends with its fill
         assert (len(cached_keys(p)) == 1) is kept
+
+
+def test_a_clip_changed_at_the_origin_is_refetched() -> None:
+    """The accounting DESCRIBE revalidates: a different SDP means the stored object is stale."""
+    from mediacache.testing.peers import free_port
+
+    port = free_port()
+    with ProxyThread(config(port)) as p:
+        with GstRtspOrigin(vod={"clip.mp4": make_clip(seconds=4)}, live=(), port=port):
+            play(p)
+        with GstRtspOrigin(vod={"clip.mp4": make_clip(seconds=3)}, live=(), port=port) as o2:
+            changed = play(p)
+            direct = ffmpeg_framemd5(o2.url("/vod/clip.mp4"), transport="tcp", timeout=40)
+        assert same_packets(changed, direct)  # the new clip, not the stored one
+        assert [r.result for r in p.wait_records(2)] == ["MISS", "MISS"]

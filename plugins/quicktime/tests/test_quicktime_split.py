@@ -9,6 +9,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -184,6 +185,19 @@ def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
                 assert rates[0] > 10_000
                 assert all(rate < rates[0] * 1.5 for rate in rates[1:])  # one feed per child
                 assert all(len(v.rtp_seqs()) > 20 for v in viewers)
+                # and real players: ffmpeg on each child decodes the split stream
+                urls = [f"rtsp://127.0.0.1:{c.port('quicktime')}/live" for c in children]
+                with ThreadPoolExecutor(2) as pool:
+                    got = list(
+                        pool.map(
+                            lambda u: ffmpeg_framemd5(
+                                u, transport="udp", timeout=30, extra_args=["-t", "2"]
+                            ),
+                            urls,
+                        )
+                    )
+                assert all(len([x for x in g if x[0] == 0]) > 20 for g in got)
+                assert all("SPLIT" in [r.result for r in c.wait_records(1)] for c in children)
             finally:
                 for v in viewers:
                     v.close()
@@ -252,4 +266,3 @@ def test_a_child_goes_direct_when_its_parent_is_down(origin: GstRtspOrigin) -> N
             assert len(v.rtp_seqs()) > 10
         finally:
             v.close()
-
