@@ -1,7 +1,8 @@
 """RealMedia format plugin for mediacache: the .rm file format, RDT, RealChallenge, Real SDP.
 
-So far this is the wire layer only: pure functions, no I/O. The format layer, the plugin hooks
-and the reference origin come later (see ``pyproject.toml``).
+The wire layer (pure functions, no I/O), the reference origin (:mod:`.origin`, run by
+``mediacache origin realmedia``) and the format's registration (:mod:`.plugin`). The proxy
+layer comes later: until then the format answers players with 501.
 """
 
 from mediacache_realmedia.challenge import real_challenge_response
@@ -33,6 +34,8 @@ from mediacache_realmedia.wire.rmf import (
     parse_rm,
 )
 
+__version__ = "0.1.0"
+
 __all__ = [
     "AsmRule",
     "DataPacket",
@@ -41,6 +44,7 @@ __all__ = [
     "RdtPacket",
     "RealProtocolError",
     "RmFile",
+    "__version__",
     "build_data_packet",
     "build_rdt",
     "build_rdt_datagram",

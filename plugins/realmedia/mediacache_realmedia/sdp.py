@@ -14,12 +14,14 @@ The rule book has one pair of rules per stream: rule 0 for keyframe packets carr
 stream's ``AverageBandwidth`` (ffmpeg reads only even rules, one ``AVStream`` each), rule 1 for
 the other packets. The pair is Helix's "CBR RealAudio" book without its ``OnDepend="0"``
 (quotes inside the quoted value are avoidable), and without conditions, so VLC's ASM rule
-evaluator selects both rules at any bandwidth.
+evaluator selects both rules at any bandwidth. A SureStream stream has one such pair per rate,
+chosen by ``$Bandwidth`` conditions (:func:`multirate_rulebook`).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mediacache.errors import LocalProtocolError
@@ -30,6 +32,7 @@ __all__ = [
     "AsmRule",
     "describe_rm",
     "format_subscribe",
+    "multirate_rulebook",
     "parse_asm_rulebook",
     "parse_subscribe",
     "rulebook_for",
@@ -64,6 +67,31 @@ def rulebook_for(mp: MediaProperties) -> str:
     )
 
 
+def multirate_rulebook(bandwidths: Sequence[int]) -> str:
+    """A SureStream rule book: one pair of rules per rate, ``bandwidths[k]`` for rules 2k, 2k+1.
+
+    Pair k is chosen by a client whose ``$Bandwidth`` reaches its rate and not the next higher
+    one (the lowest rate also below its own rate, the highest at any bandwidth above): the
+    conditions of Helix's SureStream books, which VLC's ASM rule evaluator applies. ffmpeg
+    ignores conditions and makes one ``AVStream`` per pair.
+    """
+    if not bandwidths or any(b < 0 for b in bandwidths):
+        raise LocalProtocolError(f"unusable SureStream bandwidths {list(bandwidths)!r}")
+    ordered = sorted(set(bandwidths))
+    rules = []
+    for bw in bandwidths:
+        higher = [b for b in ordered if b > bw]
+        terms = []
+        if bw != ordered[0]:
+            terms.append(f"($Bandwidth >= {bw})")
+        if higher:
+            terms.append(f"($Bandwidth < {higher[0]})")
+        condition = f"#{' && '.join(terms)}," if terms else ""
+        rules.append(f"{condition}AverageBandwidth={bw},Priority=5,PNMKeyFrameRule=T;")
+        rules.append(f"{condition}AverageBandwidth=0,Priority=5,PNMNonKeyFrameRule=T;")
+    return "".join(rules)
+
+
 def _media_type(mime: str) -> tuple[str, str]:
     """(m= media, rtpmap encoding name) for an MDPR mime type such as video/x-pn-realvideo."""
     kind, _, sub = mime.partition("/")
@@ -72,14 +100,18 @@ def _media_type(mime: str) -> tuple[str, str]:
     return kind, sub
 
 
-def describe_rm(rm: RmFile, *, url: str, live: bool) -> str:
+def describe_rm(
+    rm: RmFile, *, url: str, live: bool, rulebooks: Mapping[int, str] | None = None
+) -> str:
     """The SDP a RealServer would answer DESCRIBE with for ``rm``, CRLF line endings.
 
     ``url`` (the DESCRIBE URL) becomes the session-level ``a=control`` with a trailing ``/``:
     stream controls are ``streamid=N``, and with the slash ffmpeg (which appends ``/``) and
     GStreamer (which resolves RFC 3986-style, replacing the last segment) both ask SETUP for
     ``<url>/streamid=N``. Logical MDPRs are not streams and are left out. ``live`` gives
-    ``npt=now-`` ranges and ``a=LiveStream:integer;1`` instead of durations.
+    ``npt=now-`` ranges and ``a=LiveStream:integer;1`` instead of durations. ``rulebooks``
+    gives the ASM rule book of a stream by stream number (a SureStream stream's, see
+    :func:`multirate_rulebook`); the others get :func:`rulebook_for`'s single pair.
     """
     if any(c in url for c in "\r\n\x00") or not url:
         raise LocalProtocolError(f"unusable control URL {url!r}")
@@ -120,6 +152,7 @@ def describe_rm(rm: RmFile, *, url: str, live: bool) -> str:
 
     for index, mp in enumerate(streams):
         pt = _FIRST_PAYLOAD_TYPE + index
+        book = (rulebooks or {}).get(mp.stream_number) or rulebook_for(mp)
         kind, encoding = _media_type(mp.mime_type)
         lines += [
             f"m={kind} 0 RTP/AVP {pt}",
@@ -140,7 +173,7 @@ def describe_rm(rm: RmFile, *, url: str, live: bool) -> str:
             f"a=Preroll:integer;{mp.preroll_ms}",
             f"a=StreamName:string;{_quoted(mp.stream_name)}",
             f"a=OpaqueData:buffer;{_buffer(mp.type_specific_data)}",
-            f"a=ASMRuleBook:string;{_quoted(rulebook_for(mp))}",
+            f"a=ASMRuleBook:string;{_quoted(book)}",
         ]
     return "\r\n".join(lines) + "\r\n"
 

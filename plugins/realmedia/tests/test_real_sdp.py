@@ -18,6 +18,7 @@ from mediacache_realmedia.sdp import (
     AsmRule,
     describe_rm,
     format_subscribe,
+    multirate_rulebook,
     parse_asm_rulebook,
     parse_subscribe,
 )
@@ -132,6 +133,16 @@ def test_describe_live_and_content(clip: RmFile) -> None:
     assert not any(a.startswith("a=Copyright") for a in session)  # empty strings are left out
     for section in checked["media"]:
         assert section["get"]["range"] == "npt=now-" and "length" not in section["get"]
+
+
+def test_describe_with_a_surestream_rule_book(clip: RmFile) -> None:
+    book = multirate_rulebook([20_000, 80_000])
+    sdp = describe_rm(clip, url=URL, live=False, rulebooks={0: book})
+    video, audio = check_real_sdp(sdp)["media"]
+    rules = parse_asm_rulebook(video["get"]["ASMRuleBook"].split(";", 1)[1])
+    assert [r.average_bandwidth for r in rules] == [20_000, 0, 80_000, 0]
+    assert rules[0].condition == "($Bandwidth < 80000)"
+    assert len(parse_asm_rulebook(audio["get"]["ASMRuleBook"].split(";", 1)[1])) == 2
 
 
 def test_describe_refuses_bad_urls(clip: RmFile) -> None:
