@@ -38,6 +38,11 @@ class DataPlane(Protocol):
     """Factory of sinks, given to each layer by the server (or by a test)."""
 
     @property
+    def has_udp(self) -> bool:
+        """Does this format send data over UDP at all (``udp_ports`` configured)?"""
+        ...
+
+    @property
     def server_ports(self) -> tuple[int, int]:
         """The (RTP, RTCP) UDP ports this session's UDP data leaves from."""
         ...

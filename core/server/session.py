@@ -148,6 +148,10 @@ class SessionDataPlane:
         self._pair = pool.assign() if pool is not None and pool.pairs else None
 
     @property
+    def has_udp(self) -> bool:
+        return self._pair is not None
+
+    @property
     def server_ports(self) -> tuple[int, int]:
         if self._pair is None:
             raise RuntimeError("this format has no UDP ports")

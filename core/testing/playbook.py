@@ -52,6 +52,7 @@ class RecordingDataPlane:
     server_ports: tuple[int, int] = (6970, 6971)
     sinks: list[RecordingSink] = field(default_factory=list)
     writable: bool = True
+    has_udp: bool = True
 
     def udp_sink(self, addr: tuple[str, int], *, rtcp: bool) -> RecordingSink:
         sink = RecordingSink("udp-rtcp" if rtcp else "udp", addr)
@@ -112,6 +113,7 @@ class Playbook:
             hook=hook,
             access_allowed=access_allowed,
             clock=self.clock,
+            monotonic=self.clock,
             parent=parent,
         )
         self.layer = make_layer(self.ctx)
