@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from mediacache.config import Config, parse_config
 from mediacache.hookspecs import hookimpl
@@ -58,48 +58,42 @@ class RecordingObserver:
         self.event.set()
 
 
-class ProxyThread:
-    """A started :class:`ProxyServer` in a daemon thread; use as a context manager."""
+class ServerThread:
+    """A :class:`ProxyServer` started in a daemon thread with its own asyncio loop.
+
+    The base of :class:`ProxyThread` and :class:`mediacache.testing.origin.OriginThread`: a
+    subclass says how to build the server (:meth:`_make_server`, called in the thread). Use as a
+    context manager; every access record of a finished session is kept.
+    """
+
+    thread_name = "mediacache-server"
+    label = "server"
+    """Names the server in the error when it does not start."""
 
     def __init__(
         self,
-        config_text: str = "",
         *,
         host: PluginHost | None = None,
         listen_host: str = "127.0.0.1",
-        cache_dir: str | os.PathLike[str] | None = None,
+        observer_name: str = "test-recorder",
     ) -> None:
-        self.config_text = config_text
         self.plugin_host = host or load_plugins()
         self.listen_host = listen_host
         self.observer = RecordingObserver()
-        self._own_cache_dir = cache_dir is None
-        self.cache_dir = (
-            str(cache_dir) if cache_dir is not None else tempfile.mkdtemp(prefix="mc-cache-")
-        )
+        self._observer_name = observer_name
         self.loop = asyncio.new_event_loop()
         self.server: ProxyServer | None = None
-        self.thread = threading.Thread(target=self._run, name="mediacache-proxy", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._started = threading.Event()
         self._error: BaseException | None = None
 
-    def _config(self) -> Config:
-        config = parse_config(self.config_text, "<test>")
-        if "cache_dir" not in self.config_text:
-            config.cache_dir = self.cache_dir
-        if "[admin]" not in self.config_text:
-            config.admin.listen = f"{self.listen_host}:0"
-        for spec in self.plugin_host.registry:
-            table = config.formats.setdefault(spec.name, {})
-            table.setdefault("listen", f"{self.listen_host}:0")
-            if spec.defaults.udp_ports:
-                table.setdefault("udp_ports", free_udp_range())
-        return config
+    def _make_server(self) -> ProxyServer:
+        raise NotImplementedError
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.server = ProxyServer(self._config(), self.plugin_host)
+            self.server = self._make_server()
             self.loop.run_until_complete(self.server.start())
         except BaseException as exc:
             self._error = exc
@@ -115,36 +109,26 @@ class ProxyThread:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
-    def __enter__(self) -> ProxyThread:
-        self.plugin_host.pm.register(self.observer, name="test-recorder")
+    def __enter__(self) -> Self:
+        self.plugin_host.pm.register(self.observer, name=self._observer_name)
         self.thread.start()
         if not self._started.wait(15):
-            raise RuntimeError("proxy did not start in 15 s")
+            raise RuntimeError(f"{self.label} did not start in 15 s")
         if self._error is not None:
             raise self._error
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         with contextlib.suppress(ValueError):
             self.plugin_host.pm.unregister(self.observer)
-        if self._own_cache_dir:
-            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     # -- looking inside -------------------------------------------------------------------
 
-    def port(self, format_name: str) -> int:
-        assert self.server is not None
-        return self.server.services[format_name].port
-
-    def udp_ports(self, format_name: str) -> list[tuple[int, int]]:
-        assert self.server is not None
-        pool = self.server.services[format_name].pool
-        return [p.ports for p in pool.pairs] if pool else []
-
     def call(self, fn: Callable[[], Any], timeout: float = 5) -> Any:
-        """Run ``fn`` on the proxy's loop and return its result (a consistent snapshot)."""
+        """Run ``fn`` on the server's loop and return its result (a consistent snapshot)."""
         fut: Any = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
         return fut.result(timeout)
 
@@ -162,17 +146,6 @@ class ProxyThread:
             self.call(lambda: sum(len(s.pool.watchers) for s in server.services.values() if s.pool))
         )
 
-    @property
-    def cache(self) -> Any:
-        """The running proxy's CacheService (call its methods through :meth:`call`)."""
-        assert self.server is not None
-        return self.server.cache
-
-    @property
-    def admin_url(self) -> str:
-        assert self.server is not None and self.server.admin is not None
-        return f"http://{self.listen_host}:{self.server.admin.port}"
-
     def records(self) -> list[AccessRecord]:
         return list(self.observer.records)
 
@@ -183,6 +156,19 @@ class ProxyThread:
             self.observer.event.clear()
         return self.records()
 
+    def wait_record(
+        self, predicate: Callable[[AccessRecord], bool], timeout: float = 10
+    ) -> AccessRecord | None:
+        """The first access record ``predicate`` accepts (None after ``timeout`` s)."""
+        deadline = _now() + timeout
+        while _now() < deadline:
+            for record in self.records():
+                if predicate(record):
+                    return record
+            self.observer.event.wait(0.1)
+            self.observer.event.clear()
+        return None
+
     def wait_idle(self, timeout: float = 10) -> bool:
         """True once no client session is left (each ended session has been released)."""
         deadline = _now() + timeout
@@ -191,6 +177,69 @@ class ProxyThread:
                 return True
             threading.Event().wait(0.05)
         return False
+
+
+class ProxyThread(ServerThread):
+    """A started :class:`ProxyServer` in a daemon thread; use as a context manager."""
+
+    thread_name = "mediacache-proxy"
+    label = "proxy"
+
+    def __init__(
+        self,
+        config_text: str = "",
+        *,
+        host: PluginHost | None = None,
+        listen_host: str = "127.0.0.1",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(host=host, listen_host=listen_host)
+        self.config_text = config_text
+        self._own_cache_dir = cache_dir is None
+        self.cache_dir = (
+            str(cache_dir) if cache_dir is not None else tempfile.mkdtemp(prefix="mc-cache-")
+        )
+
+    def _config(self) -> Config:
+        config = parse_config(self.config_text, "<test>")
+        if "cache_dir" not in self.config_text:
+            config.cache_dir = self.cache_dir
+        if "[admin]" not in self.config_text:
+            config.admin.listen = f"{self.listen_host}:0"
+        for spec in self.plugin_host.registry:
+            table = config.formats.setdefault(spec.name, {})
+            table.setdefault("listen", f"{self.listen_host}:0")
+            if spec.defaults.udp_ports:
+                table.setdefault("udp_ports", free_udp_range())
+        return config
+
+    def _make_server(self) -> ProxyServer:
+        return ProxyServer(self._config(), self.plugin_host)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        if self._own_cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+    def port(self, format_name: str) -> int:
+        assert self.server is not None
+        return self.server.services[format_name].port
+
+    def udp_ports(self, format_name: str) -> list[tuple[int, int]]:
+        assert self.server is not None
+        pool = self.server.services[format_name].pool
+        return [p.ports for p in pool.pairs] if pool else []
+
+    @property
+    def cache(self) -> Any:
+        """The running proxy's CacheService (call its methods through :meth:`call`)."""
+        assert self.server is not None
+        return self.server.cache
+
+    @property
+    def admin_url(self) -> str:
+        assert self.server is not None and self.server.admin is not None
+        return f"http://{self.listen_host}:{self.server.admin.port}"
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

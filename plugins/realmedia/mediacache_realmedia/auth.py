@@ -21,6 +21,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from mediacache.origin import split_auth
+
 __all__ = ["REALM", "Credentials", "digest_response", "parse_authorization"]
 
 REALM = "mediacache"
@@ -69,10 +71,7 @@ class Credentials:
     @classmethod
     def from_option(cls, option: str) -> Credentials:
         """``USER:PASS`` (the password may contain ``:``); ValueError without a user."""
-        user, sep, password = option.partition(":")
-        if not sep or not user:
-            raise ValueError("auth must be USER:PASS")
-        return cls(user, password)
+        return cls(*split_auth(option))
 
     def _sign(self, count: str) -> str:
         return hmac.new(self._secret, count.encode(), hashlib.sha256).hexdigest()[:24]

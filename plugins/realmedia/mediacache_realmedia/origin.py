@@ -61,10 +61,11 @@ import struct
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Final
 from urllib.parse import unquote
 
+from mediacache import origin as core_origin
 from mediacache.errors import LocalProtocolError, RemoteProtocolError
 from mediacache.formats import OriginOptions
 from mediacache.logs import AccessRecord
@@ -128,7 +129,7 @@ __all__ = [
 ]
 
 MEDIA_SUFFIXES: Final = frozenset({".rm", ".rmvb"})
-LIVE_DIR: Final = "live"
+LIVE_DIR: Final = core_origin.LIVE_DIR
 SERVER: Final = "RealServer Version 9.0.2.794 (mediacache reference origin)"
 """VLC's realrtsp gives up unless ``Server`` names "Real" or "Helix"."""
 LEAD: Final = 0.01
@@ -300,97 +301,40 @@ class RealClip:
         return self.keys[k] if k >= 0 else 0
 
 
-class MediaLibrary:
-    """The clips under ``root``: the only place the origin touches files.
+def _parse_clip(name: str, data: bytes, live: bool) -> RealClip:
+    return RealClip.from_bytes(name, data, live=live)
 
-    Reads are synchronous and whole-file (test clips are a few hundred KiB); a clip is parsed
-    once and kept until its size or modification time changes.
+
+class MediaLibrary(core_origin.MediaLibrary[RealClip]):
+    """The RealMedia clips under ``root`` (:class:`mediacache.origin.MediaLibrary`).
+
+    A path is already percent-decoded. :meth:`open` raises LookupError if there is no such
+    clip, RealProtocolError if it is not .rm.
     """
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
-        self._cache: dict[Path, tuple[tuple[int, int], RealClip]] = {}
-
-    def resolve(self, path: str) -> tuple[Path, bool]:
-        """The file a URL path names and whether it is live; LookupError if there is none.
-
-        ``path`` is already percent-decoded; it must stay inside the root (``..`` is refused)
-        and end in a RealMedia suffix.
-        """
-        parts = PurePosixPath(path.replace("\\", "/").lstrip("/")).parts
-        if not parts or any(p in ("..", ".") for p in parts) or "\x00" in path:
-            raise LookupError(f"bad path {path!r}")
-        candidate = self.root.joinpath(*parts)
-        if candidate.suffix.lower() not in MEDIA_SUFFIXES:
-            raise LookupError(f"not a RealMedia file: {path!r}")
-        try:
-            resolved = candidate.resolve(strict=True)
-            resolved.relative_to(self.root)
-        except (OSError, ValueError, RuntimeError):
-            raise LookupError(f"no file {path!r} under {self.root}") from None
-        if not resolved.is_file():
-            raise LookupError(f"no file {path!r} under {self.root}")
-        return resolved, parts[0] == LIVE_DIR and len(parts) > 1
-
-    def open(self, path: str) -> RealClip:
-        """The clip at ``path``: LookupError if none, RealProtocolError if it is not .rm."""
-        resolved, live = self.resolve(path)
-        try:
-            st = resolved.stat()
-        except OSError:
-            raise LookupError(f"no file {path!r}") from None
-        stamp = (st.st_size, st.st_mtime_ns)
-        cached = self._cache.get(resolved)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            data = resolved.read_bytes()
-        except OSError as exc:
-            raise LookupError(f"cannot read {path!r}: {exc}") from None
-        clip = RealClip.from_bytes(str(resolved.relative_to(self.root)), data, live=live)
-        self._cache[resolved] = (stamp, clip)
-        return clip
+        super().__init__(root, MEDIA_SUFFIXES, _parse_clip, kind="RealMedia")
 
 
 # --- state shared by the connections of one origin ---------------------------------------------
 
 
 @dataclass
-class OriginState:
-    """What every connection of one origin shares (the core builds one layer per connection)."""
+class OriginState(core_origin.OriginState[MediaLibrary, Credentials]):
+    """What every connection of one origin shares (:class:`mediacache.origin.OriginState`)."""
 
-    library: MediaLibrary
-    max_sessions: int | None = None
-    credentials: Credentials | None = None
-    active: int = 0
-    live_epoch: float | None = None
-    """When every live broadcast of this origin started (the first live PLAY's clock)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
-    def from_options(cls, options: OriginOptions) -> OriginState:
-        credentials = Credentials.from_option(options.auth) if options.auth is not None else None
-        if options.max_sessions is not None and options.max_sessions < 0:
-            raise ValueError("max_sessions must be 0 or more")
-        return cls(MediaLibrary(options.root), options.max_sessions, credentials)
+    def make_library(cls, root: Path) -> MediaLibrary:
+        return MediaLibrary(root)
 
-    def acquire(self) -> bool:
-        """Take a session slot; False when ``max_sessions`` are in use."""
-        if self.max_sessions is not None and self.active >= self.max_sessions:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
+    @classmethod
+    def make_credentials(cls, user: str, password: str) -> Credentials:
+        return Credentials(user, password)
 
     def new_session_id(self) -> str:
         return f"{next(self._ids)}-{secrets.token_hex(4)}"
-
-    def live_clock(self, now: float) -> float:
-        if self.live_epoch is None:
-            self.live_epoch = now
-        return self.live_epoch
 
 
 def reference_origin(options: OriginOptions) -> Callable[[SessionContext], RealOriginLayer]:

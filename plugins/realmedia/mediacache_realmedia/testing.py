@@ -1,4 +1,4 @@
-"""Test helpers for RealMedia: the reference origin in a thread, a raw Real RTSP client, and
+"""Test helpers for RealMedia: a raw Real RTSP client for the reference origin, and
 SureStream clips (which no encoder here writes).
 
 Shipped in the package (like :mod:`mediacache.testing`) because the proxy's tests will need a
@@ -8,22 +8,16 @@ timestamps, stream-end packets.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from mediacache.formats import OriginOptions
-from mediacache.plugins import load_plugins
 from mediacache.rtsp import InterleavedFrame, Request, Response, RtspReader, build_request
 from mediacache.rtsp.message import Headers
-from mediacache.server.app import ProxyServer
-from mediacache.testing.proxy import RecordingObserver, free_udp_range
 from mediacache_realmedia.challenge import real_challenge_response
 from mediacache_realmedia.wire.rdt import RdtData, RdtPacket, RdtStreamEnd, parse_rdt
 from mediacache_realmedia.wire.rmf import (
@@ -37,101 +31,11 @@ from mediacache_realmedia.wire.rmf import (
 )
 
 __all__ = [
-    "OriginThread",
     "RealClient",
     "Received",
     "ffmpeg_rm",
     "surestream_clip",
 ]
-
-
-class OriginThread:
-    """``ProxyServer.reference_origin`` for "realmedia" on loopback, in a thread of its own."""
-
-    def __init__(
-        self,
-        root: Path,
-        *,
-        max_sessions: int | None = None,
-        auth: str | None = None,
-        udp: bool = True,
-    ) -> None:
-        self.host = load_plugins()
-        self.observer = RecordingObserver()
-        spec = self.host.registry["realmedia"]
-        options = OriginOptions(
-            root=root,
-            listen="127.0.0.1:0",
-            udp_ports=free_udp_range(2) if udp else "",
-            max_sessions=max_sessions,
-            auth=auth,
-        )
-        self.server = ProxyServer.reference_origin(spec, options, self.host)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="real-origin", daemon=True)
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.server.stop())
-        self.loop.close()
-
-    def __enter__(self) -> OriginThread:
-        self.host.pm.register(self.observer, name="test-recorder")
-        self.thread.start()
-        if not self._started.wait(15):
-            raise RuntimeError("origin did not start in 15 s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    @property
-    def port(self) -> int:
-        return self.server.services["realmedia"].port
-
-    def url(self, path: str, credentials: str = "") -> str:
-        at = f"{credentials}@" if credentials else ""
-        return f"rtsp://{at}127.0.0.1:{self.port}/{path.lstrip('/')}"
-
-    def call(self, fn: Any) -> Any:
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5)
-
-    def session_count(self) -> int:
-        return int(self.call(self.server.session_count))
-
-    def wait_record(self, predicate: Any, timeout: float = 10) -> Any:
-        """The first access record ``predicate`` accepts (None after ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in list(self.observer.records):
-                if predicate(record):
-                    return record
-            self.observer.event.wait(0.1)
-            self.observer.event.clear()
-        return None
-
-    def wait_records(self, n: int, timeout: float = 10) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.observer.records) < n and time.monotonic() < deadline:
-            self.observer.event.wait(0.1)
-            self.observer.event.clear()
-        return list(self.observer.records)
 
 
 @dataclasses.dataclass

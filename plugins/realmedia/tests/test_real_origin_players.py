@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import (
     ProcessGroup,
     ffprobe_packets,
@@ -26,7 +27,7 @@ from mediacache.testing.peers import (
     tshark_malformed,
 )
 from mediacache.testing.pytest_plugin import requires_peer
-from mediacache_realmedia.testing import OriginThread, surestream_clip
+from mediacache_realmedia.testing import surestream_clip
 from mediacache_realmedia.wire.rmf import parse_rm
 
 pytestmark = pytest.mark.peers
@@ -49,7 +50,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def origin(root: Path):  # type: ignore[no-untyped-def]
-    with OriginThread(root) as o:
+    with OriginThread.loopback("realmedia", root) as o:
         yield o
 
 
@@ -100,13 +101,13 @@ def test_ffmpeg_subscribes_one_surestream_rate(
 
 def test_ffprobe_with_credentials(root: Path, peer_processes: ProcessGroup) -> None:
     path = root / "rv20_ac3.rm"
-    with OriginThread(root, auth="viewer:s3cret") as o:
+    with OriginThread.loopback("realmedia", root, auth="viewer:s3cret") as o:
         got = ffprobe_packets(
-            o.url(path.name, "viewer:s3cret"), timeout=8, extra_args=["-rtsp_transport", "tcp"],
-            group=peer_processes,
+            o.url(path.name, credentials="viewer:s3cret"), timeout=8,
+            extra_args=["-rtsp_transport", "tcp"], group=peer_processes,
         )  # fmt: skip
         assert video(got) == video(ffprobe_packets(path))
-        for url in (o.url(path.name), o.url(path.name, "viewer:wrong")):
+        for url in (o.url(path.name), o.url(path.name, credentials="viewer:wrong")):
             proc = subprocess.run(
                 ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", url],
                 capture_output=True, text=True, timeout=20,
@@ -197,7 +198,7 @@ def test_tshark_finds_nothing_malformed_in_a_udp_session(
 def test_gstreamer_authenticates_with_digest(root: Path, peer_processes: ProcessGroup) -> None:
     """rtspsrc answers the 401 with Digest (ffmpeg does too), and then plays."""
     requires_peer("gstreamer")
-    with OriginThread(root, auth="viewer:s3cret") as o:
+    with OriginThread.loopback("realmedia", root, auth="viewer:s3cret") as o:
         args = ["gst-launch-1.0", "rtspsrc", f"location={o.url('rv20_ac3.rm')}", "protocols=tcp",
                 "user-id=viewer", "user-pw=s3cret", "!", "fakesink"]  # fmt: skip
         proc = peer_processes.start(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

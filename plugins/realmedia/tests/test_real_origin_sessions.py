@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import free_port, make_clip
 from mediacache.testing.proxy import free_udp_range
-from mediacache_realmedia.testing import OriginThread, RealClient, ffmpeg_rm, surestream_clip
+from mediacache_realmedia.testing import RealClient, ffmpeg_rm, surestream_clip
 from mediacache_realmedia.wire.rmf import parse_rm
 
 
@@ -40,7 +41,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def origin(root: Path):  # type: ignore[no-untyped-def]
-    with OriginThread(root) as o:
+    with OriginThread.loopback("realmedia", root) as o:
         yield o
 
 
@@ -151,7 +152,10 @@ def test_live_viewers_join_now(origin: OriginThread, root: Path) -> None:
 
 
 def test_live_loops_with_time_going_forward(root: Path) -> None:
-    with OriginThread(root, udp=False) as origin, RealClient(origin.port) as c:
+    with (
+        OriginThread.loopback("realmedia", root, udp=False) as origin,
+        RealClient(origin.port) as c,
+    ):
         c.start("live/l.rm", subscribe="stream=0;rule=0,stream=0;rule=1")
         got = c.collect(4.0)
     ts = [p.timestamp for _, p in got.data]
@@ -161,7 +165,7 @@ def test_live_loops_with_time_going_forward(root: Path) -> None:
 
 
 def test_max_sessions(root: Path) -> None:
-    with OriginThread(root, max_sessions=1) as origin:
+    with OriginThread.loopback("realmedia", root, max_sessions=1) as origin:
         with RealClient(origin.port) as a:
             a.options()
             assert a.setup("a.rm", 0).status == 200
@@ -177,7 +181,10 @@ def test_max_sessions(root: Path) -> None:
 
 
 def test_auth_basic(root: Path) -> None:
-    with OriginThread(root, auth="user:pa:ss") as origin, RealClient(origin.port) as c:
+    with (
+        OriginThread.loopback("realmedia", root, auth="user:pa:ss") as origin,
+        RealClient(origin.port) as c,
+    ):
         c.options()
         r = c.request("DESCRIBE", c.url("a.rm"))
         assert r.status == 401
@@ -209,7 +216,7 @@ def test_garbage_and_errors_end_cleanly(origin: OriginThread) -> None:
 
 
 def test_every_session_is_released(root: Path) -> None:
-    with OriginThread(root) as origin:
+    with OriginThread.loopback("realmedia", root) as origin:
         for _ in range(3):
             with RealClient(origin.port) as c:
                 c.start("a.rm")

@@ -71,10 +71,11 @@ import secrets
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Final
 from urllib.parse import unquote
 
+from mediacache import origin as core_origin
 from mediacache.formats import OriginOptions
 from mediacache.logs import AccessRecord
 from mediacache.sansio.commands import (
@@ -105,7 +106,7 @@ __all__ = [
 ]
 
 MEDIA_SUFFIXES: Final = frozenset({".wmv", ".asf", ".wma"})
-LIVE_DIR: Final = "live"
+LIVE_DIR: Final = core_origin.LIVE_DIR
 REALM: Final = "mediacache"
 LEAD: Final = 0.01
 """Packets due within this many seconds go now: one timer run sends a batch, not one packet."""
@@ -225,104 +226,45 @@ def _broadcast_header(h: asf.AsfHeader) -> bytes:
     return asf.build_asf_header(objects, data=data)
 
 
-class MediaLibrary:
-    """The clips under ``root``: the only place the origin touches files.
+def _url_path(name: str) -> str:
+    """A player's ``fileName`` as a path: percent-escapes decoded, the query dropped."""
+    return unquote(name.split("?", 1)[0])
 
-    Reads are synchronous and whole-file (test clips are a few hundred KiB); a clip is parsed
-    once and kept until its size or modification time changes.
+
+def _parse_clip(name: str, data: bytes, live: bool) -> MediaFile:
+    return MediaFile.from_bytes(name, data, live=live)
+
+
+class MediaLibrary(core_origin.MediaLibrary[MediaFile]):
+    """The Windows Media clips under ``root`` (:class:`mediacache.origin.MediaLibrary`).
+
+    A name is a URL path: percent-escapes are decoded and a query is dropped. :meth:`open`
+    raises LookupError if there is no such clip, MmsProtocolError if it is not ASF.
     """
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
-        self._cache: dict[Path, tuple[tuple[int, int], MediaFile]] = {}
-
-    def resolve(self, name: str) -> tuple[Path, bool]:
-        """The file a player's ``fileName`` names and whether it is live; LookupError if none.
-
-        The name is a URL path: percent-escapes are decoded, a query is dropped, and it must
-        stay inside the root (``..`` and absolute paths are refused) and end in a media suffix.
-        """
-        path = unquote(name.split("?", 1)[0]).replace("\\", "/").lstrip("/")
-        parts = PurePosixPath(path).parts
-        if not parts or any(p in ("..", ".") for p in parts) or "\x00" in path:
-            raise LookupError(f"bad file name {name!r}")
-        candidate = self.root.joinpath(*parts)
-        if candidate.suffix.lower() not in MEDIA_SUFFIXES:
-            raise LookupError(f"not a Windows Media file: {name!r}")
-        try:
-            resolved = candidate.resolve(strict=True)
-            resolved.relative_to(self.root)
-        except (OSError, ValueError, RuntimeError):
-            raise LookupError(f"no file {name!r} under {self.root}") from None
-        if not resolved.is_file():
-            raise LookupError(f"no file {name!r} under {self.root}")
-        return resolved, parts[0] == LIVE_DIR and len(parts) > 1
-
-    def open(self, name: str) -> MediaFile:
-        """The clip ``name``: LookupError if there is none, MmsProtocolError if it is not ASF."""
-        path, live = self.resolve(name)
-        try:
-            st = path.stat()
-        except OSError:
-            raise LookupError(f"no file {name!r}") from None
-        stamp = (st.st_size, st.st_mtime_ns)
-        cached = self._cache.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise LookupError(f"cannot read {name!r}: {exc}") from None
-        media = MediaFile.from_bytes(str(path.relative_to(self.root)), data, live=live)
-        self._cache[path] = (stamp, media)
-        return media
+        super().__init__(
+            root, MEDIA_SUFFIXES, _parse_clip, kind="Windows Media", what="file name",
+            decode=_url_path,
+        )
 
 
 # --- state shared by the connections of one origin ---------------------------------------------
 
 
 @dataclass
-class OriginState:
-    """What every connection of one origin shares (the core builds one layer per connection)."""
+class OriginState(core_origin.OriginState[MediaLibrary, tuple[str, str]]):
+    """What every connection of one origin shares (:class:`mediacache.origin.OriginState`)."""
 
-    library: MediaLibrary
-    max_sessions: int | None = None
-    credentials: tuple[str, str] | None = None
-    active: int = 0
-    live_epoch: float | None = None
-    """When every live broadcast of this origin started: the first live StartPlaying."""
     _client_ids: int = 0
 
     @classmethod
-    def from_options(cls, options: OriginOptions) -> OriginState:
-        credentials = None
-        if options.auth is not None:
-            user, sep, password = options.auth.partition(":")
-            if not sep or not user:
-                raise ValueError("auth must be USER:PASS")
-            credentials = (user, password)
-        if options.max_sessions is not None and options.max_sessions < 0:
-            raise ValueError("max_sessions must be 0 or more")
-        return cls(MediaLibrary(options.root), options.max_sessions, credentials)
-
-    def acquire(self) -> bool:
-        """Take a session slot; False when ``max_sessions`` are in use."""
-        if self.max_sessions is not None and self.active >= self.max_sessions:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
+    def make_library(cls, root: Path) -> MediaLibrary:
+        return MediaLibrary(root)
 
     def next_client_id(self) -> int:
         self._client_ids += 1
         return self._client_ids
-
-    def live_clock(self, now: float) -> float:
-        if self.live_epoch is None:
-            self.live_epoch = now
-        return self.live_epoch
 
     def check(self, token: bytes) -> bool:
         """Do Basic credentials (``base64(user:pass)``, NUL-terminated, maybe ``Basic ``) match?"""

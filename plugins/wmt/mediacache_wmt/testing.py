@@ -1,4 +1,4 @@
-"""Test helpers for Windows Media: the reference origin in a thread, a blocking MMS client.
+"""Test helpers for Windows Media: a blocking MMS client for the reference origin.
 
 Shipped in the package (like :mod:`mediacache.testing`) because the proxy's tests need an MMS
 origin and a player that shows what a real one hides (``hr`` values, LocationIds, stream
@@ -7,130 +7,19 @@ payloads, the authentication exchange no open-source player implements).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from mediacache.formats import OriginOptions
-from mediacache.plugins import PluginHost, load_plugins
-from mediacache.server.app import ProxyServer
-from mediacache.testing.proxy import RecordingObserver, free_udp_range
+from mediacache.testing.origin import OriginThread
 from mediacache_wmt.wire import asf, mms
 
-__all__ = ["MmsClient", "OriginThread", "Received", "connected"]
+__all__ = ["MmsClient", "Received", "connected"]
 
 C = TypeVar("C", bound=mms.MmsCommand)
-
-
-class OriginThread:
-    """``mediacache origin wmt`` in a daemon thread on loopback: a context manager.
-
-    ``udp=False`` starts it without UDP ports (MMSU is then refused); ``records`` holds the
-    access records of finished sessions.
-    """
-
-    def __init__(
-        self,
-        root: Path | str,
-        *,
-        udp: bool = True,
-        max_sessions: int | None = None,
-        auth: str | None = None,
-        host: PluginHost | None = None,
-    ) -> None:
-        self.options = OriginOptions(
-            root=Path(root),
-            listen="127.0.0.1:0",
-            udp_ports=free_udp_range() if udp else "",
-            max_sessions=max_sessions,
-            auth=auth,
-        )
-        self.plugin_host = host or load_plugins()
-        self.observer = RecordingObserver()
-        self.loop = asyncio.new_event_loop()
-        self.server: ProxyServer | None = None
-        self.thread = threading.Thread(target=self._run, name="wmt-origin", daemon=True)
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            spec = self.plugin_host.registry["wmt"]
-            self.server = ProxyServer.reference_origin(spec, self.options, self.plugin_host)
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.server.stop())
-        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.close()
-
-    def __enter__(self) -> Self:
-        self.plugin_host.pm.register(self.observer, name=f"wmt-origin-recorder-{id(self)}")
-        self.thread.start()
-        if not self._started.wait(15):
-            raise RuntimeError("the wmt origin did not start in 15 s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        with contextlib.suppress(ValueError):
-            self.plugin_host.pm.unregister(self.observer)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.services["wmt"].port
-
-    def url(self, path: str, scheme: str = "mmst") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}/{path.lstrip('/')}"
-
-    def session_count(self) -> int:
-        assert self.server is not None
-        return self.call(self.server.session_count)
-
-    def call(self, fn: Any, timeout: float = 5) -> Any:
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
-    @property
-    def records(self) -> list[Any]:
-        return list(self.observer.records)
-
-    def wait_records(self, n: int, timeout: float = 10) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.observer.records) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.records
-
-    def wait_idle(self, timeout: float = 10) -> bool:
-        """True once no session is left (every client gone)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.session_count() == 0:
-                return True
-            time.sleep(0.05)
-        return False
 
 
 @dataclass

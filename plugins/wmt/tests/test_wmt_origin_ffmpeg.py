@@ -20,14 +20,15 @@ import pytest
 from wmt_origin_env import by_stream, clip, ffmpeg_rows, have, media_root
 
 from mediacache.testing import peers
-from mediacache_wmt.testing import OriginThread, connected
+from mediacache.testing.origin import OriginThread
+from mediacache_wmt.testing import connected
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(not have("ffmpeg"), reason="needs ffmpeg")]
 
 
 @pytest.fixture
 def origin():
-    with OriginThread(media_root()) as o:
+    with OriginThread.loopback("wmt", media_root(), scheme="mmst") as o:
         yield o
         assert o.wait_idle(), "a session outlived its client"
 
@@ -67,7 +68,7 @@ def test_ffmpeg_plays_a_live_file_past_its_end_with_time_going_forward(origin, g
 
 
 def test_max_sessions_turns_ffmpeg_away_with_an_mms_error(group):
-    with OriginThread(media_root(), max_sessions=1) as o:
+    with OriginThread.loopback("wmt", media_root(), max_sessions=1, scheme="mmst") as o:
         with connected(o) as holder:
             holder.connect()
             code, rows, err = ffmpeg_rows(o.url("clip.wmv"), group, timeout=20)
@@ -79,7 +80,7 @@ def test_max_sessions_turns_ffmpeg_away_with_an_mms_error(group):
 
 
 def test_ffmpeg_cannot_answer_the_authentication_challenge(group):
-    with OriginThread(media_root(), auth="alice:s3cret") as o:
+    with OriginThread.loopback("wmt", media_root(), auth="alice:s3cret", scheme="mmst") as o:
         code, rows, err = ffmpeg_rows(o.url("clip.wmv"), group, timeout=20)
         assert code != 0 and not rows
         assert "0x1a" in err  # "unexpected packet type 0x1a, expected 0x6"

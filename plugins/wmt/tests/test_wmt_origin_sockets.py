@@ -14,8 +14,9 @@ import pytest
 from wmt_origin_env import by_stream, clip, file_packets, filtered, have, media_root
 
 from mediacache.testing import peers
+from mediacache.testing.origin import OriginThread
 from mediacache_wmt.origin import basic_token
-from mediacache_wmt.testing import MmsClient, OriginThread, Received, connected
+from mediacache_wmt.testing import MmsClient, Received, connected
 from mediacache_wmt.wire import asf, mms
 
 pytestmark = pytest.mark.skipif(not have("ffmpeg"), reason="needs ffmpeg to make the clips")
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(not have("ffmpeg"), reason="needs ffmpeg to make
 
 @pytest.fixture
 def origin():
-    with OriginThread(media_root()) as o:
+    with OriginThread.loopback("wmt", media_root(), scheme="mmst") as o:
         yield o
         assert o.wait_idle(), "a session outlived its client"
 
@@ -60,7 +61,10 @@ def test_mmsu_play_sends_header_and_data_over_udp(origin):
 
 
 def test_udp_is_refused_by_an_origin_without_udp_ports():
-    with OriginThread(media_root(), udp=False) as o, connected(o, udp=True) as c:
+    with (
+        OriginThread.loopback("wmt", media_root(), udp=False, scheme="mmst") as o,
+        connected(o, udp=True) as c,
+    ):
         c.connect()
         refused = c.funnel()
         assert isinstance(refused, mms.ReportDisconnectedFunnel) and refused.hr != 0
@@ -170,7 +174,7 @@ def test_garbage_and_out_of_order_are_closed_and_the_origin_keeps_serving(origin
 
 
 def test_max_sessions_refuses_the_next_player_with_an_mms_error():
-    with OriginThread(media_root(), max_sessions=1) as o:
+    with OriginThread.loopback("wmt", media_root(), max_sessions=1, scheme="mmst") as o:
         with connected(o) as first:
             first.connect()
             with connected(o) as second:
@@ -184,7 +188,7 @@ def test_max_sessions_refuses_the_next_player_with_an_mms_error():
 
 
 def test_basic_authentication_over_the_wire():
-    with OriginThread(media_root(), auth="alice:s3cret") as o:
+    with OriginThread.loopback("wmt", media_root(), auth="alice:s3cret", scheme="mmst") as o:
         with connected(o) as c:
             assert c.connect().authen_package == "BASIC"
             c.funnel()

@@ -25,7 +25,7 @@ from wmt_origin_env import (
 )
 
 from mediacache.testing import peers
-from mediacache_wmt.testing import OriginThread
+from mediacache.testing.origin import OriginThread
 
 pytestmark = [
     pytest.mark.peers,
@@ -35,7 +35,7 @@ pytestmark = [
 
 @pytest.fixture
 def origin():
-    with OriginThread(media_root()) as o:
+    with OriginThread.loopback("wmt", media_root(), scheme="mmst") as o:
         yield o
         assert o.wait_idle(), "a session outlived its client"
 
@@ -80,7 +80,7 @@ def test_vlc_plays_the_clip_over_mmst(origin, group):
 
 
 def test_vlc_is_refused_where_authentication_is_required(group):
-    with OriginThread(media_root(), auth="alice:s3cret") as o:
+    with OriginThread.loopback("wmt", media_root(), auth="alice:s3cret", scheme="mmst") as o:
         dump, log, _ = vlc_dump(o.url("clip.wmv"), group, seconds=20)
         assert "id/password requested (not yet supported)" in log
         assert not dump
