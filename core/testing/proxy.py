@@ -205,10 +205,10 @@ class ProxyThread(ServerThread):
         if "cache_dir" not in self.config_text:
             config.cache_dir = self.cache_dir
         if "[admin]" not in self.config_text:
-            config.admin.listen = f"{self.listen_host}:0"
+            config.admin.listen = _hostport(self.listen_host, 0)
         for spec in self.plugin_host.registry:
             table = config.formats.setdefault(spec.name, {})
-            table.setdefault("listen", f"{self.listen_host}:0")
+            table.setdefault("listen", _hostport(self.listen_host, 0))
             if spec.defaults.udp_ports:
                 table.setdefault("udp_ports", free_udp_range())
         return config
@@ -239,7 +239,7 @@ class ProxyThread(ServerThread):
     @property
     def admin_url(self) -> str:
         assert self.server is not None and self.server.admin is not None
-        return f"http://{self.listen_host}:{self.server.admin.port}"
+        return f"http://{_hostport(self.listen_host, self.server.admin.port)}"
 
 
 async def _call(fn: Callable[[], Any]) -> Any:
@@ -261,3 +261,8 @@ def open_fds() -> int:
 def proxy(config_text: str = "", **kwargs: Any) -> Iterator[ProxyThread]:
     with ProxyThread(config_text, **kwargs) as p:
         yield p
+
+
+def _hostport(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -266,3 +266,12 @@ def test_keepalives_follow_the_origin_session_timeout() -> None:
         assert len(c.frames) > before + 10
         keepalives = [m for m, _ in o.requests() if m in ("GET_PARAMETER", "OPTIONS")]
         assert len(keepalives) >= 2
+
+
+def test_ipv6_clients(origin: GstRtspOrigin, direct: list) -> None:  # type: ignore[type-arg]
+    """Listening on [::1]: ffmpeg over TCP and UDP (the shared UDP sockets are IPv6 too)."""
+    with ProxyThread(route_config(origin), listen_host="::1") as p:
+        url = f"rtsp://[::1]:{p.port('quicktime')}/vod/clip.mp4"
+        for transport in ("tcp", "udp"):
+            assert same_packets(ffmpeg_framemd5(url, transport=transport, timeout=40), direct)
+        assert [r.client.startswith("::1") for r in p.wait_records(2)] == [True, True]
