@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediacache.cache.objects import CacheError, CacheKey
+from mediacache.cache.playout import available
 from mediacache.cache.store import Fill
 from mediacache.errors import ProtocolError
 from mediacache.logs import AccessRecord
-from mediacache.rtp import rtcp_has_bye
+from mediacache.rtp import rtcp_has_bye, rtp_timestamp
 from mediacache.rtsp.caching import (
     FillRecorder,
     RecordedTrack,
@@ -69,7 +70,7 @@ from mediacache.rtsp.message import (
 )
 from mediacache.rtsp.replay import ReplayTrack, RtpReplay
 from mediacache.rtsp.sdp import SessionDescription, build_sdp, parse_sdp, rewrite_controls
-from mediacache.rtsp.url import RtspUrl, parse_url, rebase_url
+from mediacache.rtsp.url import RtspUrl, parse_url, rebase_url, resolve_url
 from mediacache.sansio.commands import (
     CancelTimer,
     CloseConnection,
@@ -255,6 +256,7 @@ class RtspProxyLayer:
         self.cache_key: CacheKey | None = None
         self.recorder: FillRecorder | None = None
         self.replay: RtpReplay | None = None
+        self.duration: float | None = None  # of the cached clip a HIT session plays
         self.background = False
         """True while a fill or a live feed goes on after its client left (the driver keeps
         the session while its origin connection is open)."""
@@ -990,9 +992,6 @@ class RtspProxyLayer:
 
     @staticmethod
     def _first_ts(source: Any, track_index: int) -> int:
-        from mediacache.cache.playout import available
-        from mediacache.rtp import rtp_timestamp
-
         for i in range(min(available(source), 2000)):
             packet = source.packet(i)
             if packet.track == track_index:
@@ -1019,7 +1018,7 @@ class RtspProxyLayer:
         except ProtocolError as exc:
             self._reply(out, exc.status_hint, req.cseq)
             return
-        duration = getattr(self, "duration", None)
+        duration = self.duration
         if npt is not None and duration is not None and npt > duration:
             self._reply(out, 457, req.cseq)
             return
@@ -1088,8 +1087,6 @@ class RtspProxyLayer:
 
     @staticmethod
     def _media_index(sd: SessionDescription, base: str, control: str) -> int:
-        from mediacache.rtsp.url import resolve_url
-
         for i, media in enumerate(sd.media):
             resolved = resolve_url(base, media.control) if media.control else ""
             if resolved and resolved.rstrip("/") == control.rstrip("/"):
