@@ -110,9 +110,10 @@ def _distribution_version(ext: Any) -> str:
 
 def load_plugins(manager: ExtensionManager | None = None) -> PluginHost:
     """The host with the built-in plugins and every installed format plugin loaded."""
-    from mediacache import logs
+    from mediacache import logs, metrics
 
     host = PluginHost()
     host.register("builtin-accesslog", logs.AccessLogPlugin())
+    host.register("builtin-metrics", metrics.SessionMetrics())
     host.load_entry_points(manager)
     return host

@@ -215,6 +215,9 @@ class AdminServer:
                 if isinstance(value, int | float):
                     lines.append(f"# TYPE mediacache_cache_{key} gauge")
                     lines.append(f"mediacache_cache_{key} {value}")
+        observer = self.proxy.host.pm.get_plugin("builtin-metrics")
+        if observer is not None:
+            lines += observer.exposition()
         return 200, "\n".join(lines) + "\n"
 
 

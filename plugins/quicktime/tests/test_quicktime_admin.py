@@ -62,7 +62,10 @@ def test_prefetch_pin_list_purge(origin: GstRtspOrigin) -> None:
             status = json.loads(resp.read())
         assert status["formats"]["quicktime"]["port"] == p.port("quicktime")
         with urllib.request.urlopen(p.admin_url + "/metrics", timeout=5) as resp:
-            assert b'mediacache_sessions{format="quicktime"}' in resp.read()
+            metrics = resp.read().decode()
+        assert 'mediacache_sessions{format="quicktime"}' in metrics
+        assert 'mediacache_sessions_total{format="quicktime",result="MISS"} 2' in metrics
+        assert 'mediacache_origin_bytes_total{format="quicktime",result="MISS"}' in metrics
 
 
 def test_admin_errors(origin: GstRtspOrigin) -> None:
