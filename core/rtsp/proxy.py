@@ -129,6 +129,10 @@ class RtspDialect:
     cache_authenticated = True
     """May content the origin served only after authentication be cached? (Every later
     client still has to pass the origin's authentication on its accounting connection.)"""
+    can_cache = True
+    """False for dialects whose data the cache cannot replay yet (it replays RTP)."""
+    can_split = True
+    """False for dialects whose live data the splitter cannot hand to joiners yet."""
 
     def client_transport_usable(self, spec: TransportSpec) -> bool:
         """Can we serve a client that offers ``spec``? (unicast RTP over UDP or interleaved)."""
@@ -141,8 +145,11 @@ class RtspDialect:
             return spec.client_port is not None
         return True
 
-    def origin_transport(self, track_index: int) -> TransportSpec:
-        """What we ask the origin for: always TCP, interleaved on our control connection."""
+    def origin_transport(
+        self, track_index: int, client: TransportSpec | None = None
+    ) -> TransportSpec:
+        """What we ask the origin for: always TCP, interleaved on our control connection.
+        ``client`` is what the client asked for (a dialect may mirror its channels)."""
         return TransportSpec(
             protocol=self.origin_tcp_protocol,
             unicast=True,
@@ -558,7 +565,9 @@ class RtspProxyLayer:
             index = len(self.tracks)
             pending.track_index = index
             pending.client_transport = spec
-            headers = headers.add("Transport", self.dialect.origin_transport(index).build())
+            headers = headers.add(
+                "Transport", self.dialect.origin_transport(index, spec).build()
+            )
         if (self.origin_session and "Session" in req.headers) or (
             self.origin_session and req.method == "SETUP"
         ):
@@ -743,6 +752,7 @@ class RtspProxyLayer:
         if self.session_id is None:
             self.session_id = secrets.token_hex(8)
         rtp_ch, rtcp_ch = origin_spec.interleaved
+        single = rtp_ch == rtcp_ch  # one channel (Real's RDT): no RTCP channel
         host = self.client.peer[0]
         plane = self.ctx.dataplane
         if spec.lower_transport == "TCP":
@@ -753,6 +763,8 @@ class RtspProxyLayer:
                 while base in used or base + 1 in used:
                     base += 2
                 channels = (base, base + 1)
+            if single and (spec.interleaved is None or spec.interleaved[0] == spec.interleaved[1]):
+                channels = (channels[0], channels[0])
             rtp_sink = plane.interleaved_sink(self.client, channels[0])
             rtcp_sink = plane.interleaved_sink(self.client, channels[1])
             reply = TransportSpec(
@@ -787,8 +799,9 @@ class RtspProxyLayer:
             self.rtcp_to_origin[(host, rtcp_port)] = rtcp_ch
             track = Track(req.uri, (rtp_ch, rtcp_ch), reply, rtp_sink, rtcp_sink, watched=watched)
             transport_name = "udp"
+        if not single:
+            self.channel_sinks[rtcp_ch] = rtcp_sink
         self.channel_sinks[rtp_ch] = rtp_sink
-        self.channel_sinks[rtcp_ch] = rtcp_sink
         self.tracks.append(track)
         if self.stats is not None:
             self.stats.sinks += [rtp_sink, rtcp_sink]
@@ -904,11 +917,11 @@ class RtspProxyLayer:
         if described is None or described.description is None or not self.tracks:
             return self._pass("no description", out)
         if not described.on_demand:
-            if self.ctx.splitter is not None:
+            if self.ctx.splitter is not None and self.dialect.can_split:
                 return self._decide_split(out)
             return self._pass("live, and splitting is disabled", out)
-        if cache is None or not cache.settings.enabled:
-            return self._pass("cache disabled", out)
+        if cache is None or not cache.settings.enabled or not self.dialect.can_cache:
+            return self._pass("cache disabled (or not for this format yet)", out)
         if described.no_cache:
             return self._pass("origin said no-cache", out)
         if described.authenticated and not self._may_cache_authenticated(described.url):

@@ -561,19 +561,23 @@ def test_multirate_rulebook_conditions() -> None:
     assert mid.condition == "($Bandwidth >= 2) && ($Bandwidth < 3)"
 
 
-def test_plugin_registers_the_format_with_a_placeholder_layer() -> None:
+def test_plugin_registers_the_format_with_the_real_proxy_layer() -> None:
+    """The proxy side is the core's RTSP layer with Real's transports: the origin is asked for
+    RDT on the player's own interleaved channel (ffmpeg routes RDT by set id = channel)."""
     assert REALMEDIA.name == "realmedia" and REALMEDIA.reference_origin is reference_origin
     assert RealConfig().listen == "0.0.0.0:9231" and RealConfig().udp_ports == "6970-32000"
     assert RealConfig().origin_port == 554
     pb = Playbook(make_layer, settings=RealConfig(), format_name="realmedia")
     pb.start()
-    out = pb.client_sends(req("DESCRIBE", "rtsp://h/a.rm", 7))
-    r = one(pb, out)
-    assert (r.status, r.reason, r.cseq) == (501, "Real proxying not implemented yet", 7)
-    assert pb.of_type(out, CloseConnection)
-    pb = Playbook(make_layer, settings=RealConfig(), format_name="realmedia")
-    out = pb.client_sends(b"\x00garbage\r\n\r\n")
-    assert one(pb, out).status == 501 and pb.of_type(out, CloseConnection)
+    out = pb.client_sends(req("SETUP", "rtsp://192.0.2.9/a.rm/streamid=0", 3,
+                              "Transport: x-pn-tng/tcp;interleaved=4"))  # fmt: skip
+    (origin,) = pb.opened_connections(out)
+    out = pb.opened(origin)
+    (sent,) = pb.sent_to(origin, out)
+    assert b"Transport: x-pn-tng/tcp;interleaved=4\r\n" in sent
+    out = pb.client_sends(req("SETUP", "rtsp://192.0.2.9/a.rm/streamid=1", 4,
+                              "Transport: RTP/AVP;unicast;client_port=5000-5001"))  # fmt: skip
+    assert pb.sent_to_client(out) == []  # queued behind the first SETUP, not refused yet
 
 
 def test_interleaved_data_from_a_client_is_ignored(root: Path) -> None:
