@@ -10,6 +10,7 @@ share: the library, the session limit, the credentials and the live clock.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -128,8 +129,9 @@ class OriginState(Generic[L, C]):
     """When every live broadcast of this origin started: the first live play's clock."""
 
     @classmethod
+    @abstractmethod
     def make_library(cls, root: Path) -> L:
-        raise NotImplementedError
+        """The format's media library over ``root`` (each origin subclasses this state)."""
 
     @classmethod
     def make_credentials(cls, user: str, password: str) -> Any:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -58,7 +59,7 @@ class RecordingObserver:
         self.event.set()
 
 
-class ServerThread:
+class ServerThread(ABC):
     """A :class:`ProxyServer` started in a daemon thread with its own asyncio loop.
 
     The base of :class:`ProxyThread` and :class:`mediacache.testing.origin.OriginThread`: a
@@ -87,8 +88,9 @@ class ServerThread:
         self._started = threading.Event()
         self._error: BaseException | None = None
 
+    @abstractmethod
     def _make_server(self) -> ProxyServer:
-        raise NotImplementedError
+        """Build the server to run (a proxy, or a format's reference origin)."""
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
