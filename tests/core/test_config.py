@@ -10,7 +10,6 @@ import pytest
 
 from mediacache.config import (
     DEFAULT_ALLOW,
-    Config,
     format_settings,
     load_config,
     parse_config,
@@ -125,7 +124,3 @@ def test_check_config_cli(tmp_path: Path) -> None:
     err = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=60)
     assert err.returncode == 2
     assert str(bad) in err.stderr and "$.formats.quicktime.origin_port" in err.stderr
-
-
-def test_defaults_struct_roundtrip() -> None:
-    assert Config().cache.memory_limit > 0

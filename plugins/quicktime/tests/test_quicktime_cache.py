@@ -186,7 +186,6 @@ def test_an_origin_killed_mid_fill_leaves_nothing_servable(clip: Path) -> None:
                 proc.wait()
             assert p.wait_idle(10)
             assert cached_keys(p) == []
-            assert p.call(lambda: len(p.cache.store.stats().__struct_fields__)) > 0
             assert p.call(lambda: p.cache.store.stats().fills) == 0
     finally:
         origin.stop()

@@ -155,10 +155,11 @@ def test_gstreamer_depayloads_every_packet(
             sizes[m.group(1)].append(int(m.group(2)))
     rm = parse_rm((root / "rv20_ac3.rm").read_bytes())
     # rdtdepay gives each packet back as a .rm packet: 12 header bytes, then the payload.
-    # GStreamer's RDT jitter buffer orders by arrival, not sequence number ("FIXME, use
-    # seqnum"), and rdtdepay then drops what looks old: a loaded machine loses a few packets
-    # (up to 1 in 10 seen) and repeats a few now and then. The raw client of
-    # test_real_origin_sessions.py shows that the origin sends each packet once, in order.
+    # GStreamer's RDT jitter buffer orders by arrival, not sequence number (its own source
+    # notes it should use the sequence number), and rdtdepay then drops what looks old: a
+    # loaded machine loses a few packets (up to 1 in 10 seen) and repeats a few now and
+    # then. The raw client of test_real_origin_sessions.py shows that the origin sends each
+    # packet once, in order.
     expected = [[len(p.payload) + 12 for p in rm.packets if p.stream == s] for s in (0, 1)]
     got = sorted(sizes.values(), key=len)
     assert len(got) == 2

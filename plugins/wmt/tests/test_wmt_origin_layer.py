@@ -317,7 +317,7 @@ def test_every_phase_accepts_close_file_and_keepalives():
         b"\x01\x00\x00\x00\xce\xfa\x0b\xb0\x08\x00\x00\x00MMS " + bytes(24),  # shorter than header
         mms.build_data_packet(0, 4, 0, b"x" * 10),  # players never send data packets
         mms.build_command(mms.ReportOpenFile(), sequence=0),  # a server's message
-        mms.build_command(mms.Connect("x"), sequence=0)[:20] + b"XXXX" + bytes(40),  # bad seal
+        mms.build_command(mms.Connect("x"), sequence=0)[:20] + b"ZZZZ" + bytes(40),  # bad seal
     ],
     ids=["http", "absurd-length", "short-length", "data-packet", "server-message", "bad-seal"],
 )
