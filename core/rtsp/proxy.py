@@ -112,6 +112,8 @@ SUPPORTED_METHODS = (
 )
 SESSION_METHODS = frozenset({"PLAY", "PAUSE", "TEARDOWN"})
 MAX_QUEUED_REQUESTS = 16
+ORIGIN_CONTINUE = "origin-continue"
+"""Posted to ourselves to go on reading the origin's bytes after a relayed response."""
 FILL_IDLE_LIMIT = 15.0
 """A fill whose origin sends nothing for this long (while not paused) is aborted."""
 
@@ -300,6 +302,9 @@ class RtspProxyLayer:
             self._timer(event.name, out)
         elif isinstance(event, Start):
             out.append(SetTimer("client-timeout", self.ctx.settings.session_timeout))
+        elif isinstance(event, Notify) and event.topic == ORIGIN_CONTINUE:
+            if self.origin is not None:
+                self._origin_data(b"", out)
         elif (
             isinstance(event, Notify) and event.topic == "feed-ended" and self.feed_role == "joiner"
         ):
@@ -628,6 +633,12 @@ class RtspProxyLayer:
                 elif isinstance(ev, Response):
                     self._origin_response(ev, out)
                     if self.closed:
+                        return
+                    if self.origin_reader.buffered:
+                        # Data behind this response must not overtake the reply we relay (a
+                        # sink writes at once, our reply only when the driver runs ``out``):
+                        # ffmpeg drops interleaved data that comes while it awaits a reply.
+                        self.ctx.post(Notify(ORIGIN_CONTINUE))
                         return
                 elif isinstance(ev, Request):
                     self._origin_request(ev, out)

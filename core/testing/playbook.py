@@ -100,6 +100,7 @@ class Playbook:
         parent: str | None = None,
     ) -> None:
         self.client = Connection("client", client_addr, connected=True)
+        self._posted: list[Event] = []
         self.dataplane = RecordingDataPlane()
         self.clock = Clock()
         self.ctx = SessionContext(
@@ -115,13 +116,21 @@ class Playbook:
             clock=self.clock,
             monotonic=self.clock,
             parent=parent,
+            post=self._posted.append,
         )
         self.layer = make_layer(self.ctx)
         self.history: list[tuple[Event, list[Command]]] = []
 
     def feed(self, event: Event) -> list[Command]:
+        """The commands of ``event`` and of the events the layer posted to itself meanwhile
+        (the server delivers those right after, in order)."""
         out = self.layer.handle(event)
         self.history.append((event, out))
+        while self._posted:
+            posted = self._posted.pop(0)
+            more = self.layer.handle(posted)
+            self.history.append((posted, more))
+            out = [*out, *more]
         return out
 
     def start(self) -> list[Command]:
