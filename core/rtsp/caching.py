@@ -21,6 +21,7 @@ with the lines that change per request removed (``o=`` and the per-session ``a=s
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from mediacache.cache.objects import TrackMeta
@@ -103,24 +104,62 @@ class RecordedTrack:
 
 
 @dataclass
-class FillRecorder:
-    """Writes one MISS session's RTP packets into a fill while they are forwarded.
+class Recorder(ABC):
+    """Writes one MISS session's media into a fill while it is forwarded; one per dialect.
 
     ``time`` of a packet is its arrival on the clip's timeline: seconds since the PLAY, less
-    any time the session spent paused, so the cache replays the origin's own pacing. A
-    sequence gap (impossible over TCP unless the origin skipped packets) aborts the fill; RTCP
-    BYE on every track completes it.
+    any time the session spent paused, so the cache replays the origin's own pacing. A gap
+    (impossible over TCP unless the origin skipped packets) aborts the fill (``failed``);
+    the end of every track completes it.
     """
 
     fill: Fill
-    rtp_tracks: dict[int, RecordedTrack]
-    rtcp_tracks: dict[int, RecordedTrack]
     started: float
     paused_total: float = 0.0
     paused_at: float | None = None
     failed: str | None = None
     received_time: float = 0.0
-    tracks: list[RecordedTrack] = field(default_factory=list)
+
+    @property
+    @abstractmethod
+    def channels(self) -> frozenset[int]:
+        """The origin interleaved channels whose frames :meth:`on_frame` wants."""
+
+    @abstractmethod
+    def on_frame(self, channel: int, payload: bytes, now: float) -> bool:
+        """Record one origin frame; True once the clip was received whole (commit it)."""
+
+    def clip_time(self, now: float) -> float:
+        t = now - self.started - self.paused_total
+        self.received_time = t
+        return t
+
+    def pause(self, now: float) -> None:
+        if self.paused_at is None:
+            self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None:
+            self.paused_total += now - self.paused_at
+            self.paused_at = None
+
+
+@dataclass
+class FillRecorder(Recorder):
+    """The RTP recorder: a sequence gap aborts the fill, RTCP BYE on every track ends it."""
+
+    rtp_tracks: dict[int, RecordedTrack] = field(default_factory=dict)
+    rtcp_tracks: dict[int, RecordedTrack] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> frozenset[int]:
+        return frozenset(self.rtp_tracks) | frozenset(self.rtcp_tracks)
+
+    def on_frame(self, channel: int, payload: bytes, now: float) -> bool:
+        if channel in self.rtp_tracks:
+            self.on_rtp(channel, payload, now)
+            return False
+        return channel in self.rtcp_tracks and self.on_rtcp(channel, payload)
 
     def on_rtp(self, channel: int, payload: bytes, now: float) -> None:
         track = self.rtp_tracks[channel]
@@ -132,9 +171,7 @@ class FillRecorder:
             self.failed = f"RTP sequence gap on track {track.meta_index}"
             return
         track.expected_seq = (seq + 1) & 0xFFFF
-        t = now - self.started - self.paused_total
-        self.received_time = t
-        self.fill.add_packet(track.meta_index, t, payload)
+        self.fill.add_packet(track.meta_index, self.clip_time(now), payload)
 
     def on_rtcp(self, channel: int, payload: bytes) -> bool:
         """True once every track said BYE: the clip was received whole."""
@@ -142,15 +179,6 @@ class FillRecorder:
         if rtcp_has_bye(payload):
             track.ended = True
         return all(t.ended for t in self.rtcp_tracks.values())
-
-    def pause(self, now: float) -> None:
-        if self.paused_at is None:
-            self.paused_at = now
-
-    def resume(self, now: float) -> None:
-        if self.paused_at is not None:
-            self.paused_total += now - self.paused_at
-            self.paused_at = None
 
 
 def track_metas(

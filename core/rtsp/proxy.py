@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediacache.cache.objects import CacheError, CacheKey
+from mediacache.cache.objects import CacheError, CacheKey, TrackMeta
 from mediacache.cache.playout import available
 from mediacache.cache.store import Fill
 from mediacache.errors import ProtocolError
@@ -40,6 +40,7 @@ from mediacache.rtp import rtcp_has_bye, rtp_timestamp
 from mediacache.rtsp.caching import (
     FillRecorder,
     RecordedTrack,
+    Recorder,
     duration_of,
     forbids_caching,
     is_on_demand,
@@ -68,7 +69,7 @@ from mediacache.rtsp.message import (
     build_request,
     build_response,
 )
-from mediacache.rtsp.replay import ReplayTrack, RtpReplay
+from mediacache.rtsp.replay import Replay, ReplayTrack, RtpReplay
 from mediacache.rtsp.sdp import SessionDescription, build_sdp, parse_sdp, rewrite_controls
 from mediacache.rtsp.url import RtspUrl, parse_url, rebase_url, resolve_url
 from mediacache.sansio.commands import (
@@ -157,6 +158,61 @@ class RtspDialect:
             unicast=True,
             interleaved=(2 * track_index, 2 * track_index + 1),
         )
+
+    # -- requests and responses that a dialect adjusts on their way through ------------------
+
+    def refuse(self, req: Request) -> tuple[int, str] | None:
+        """(status, reason) when the client's ``req`` must be answered here with an error."""
+        return None
+
+    def request_to_origin(self, req: Request, headers: Headers) -> Headers:
+        """The headers of the client's ``req`` as they go to the origin (hop headers gone)."""
+        return headers
+
+    def response_to_client(self, req: Request, headers: Headers) -> Headers:
+        """The headers of the origin's answer to ``req`` as they go to the client."""
+        return headers
+
+    # -- caching ------------------------------------------------------------------------------
+
+    def variant(self, relative_controls: list[str]) -> str | None:
+        """The cache variant of this session; None while it is not known yet (Real: before
+        the client's Subscribe). Then the first PLAY is answered here and the decision waits."""
+        return variant_key(relative_controls)
+
+    def make_recorder(self, fill: Fill, tracks: list[Track], now: float) -> Recorder:
+        """The recorder of a MISS session whose tracks are ``tracks`` (fill track i = tracks[i])."""
+        rtp_tracks: dict[int, RecordedTrack] = {}
+        rtcp_tracks: dict[int, RecordedTrack] = {}
+        for i, track in enumerate(tracks):
+            rec = RecordedTrack(meta_index=i)
+            rtp_tracks[track.origin_channels[0]] = rec
+            rtcp_tracks[track.origin_channels[1]] = rec
+        return FillRecorder(fill, now, rtp_tracks=rtp_tracks, rtcp_tracks=rtcp_tracks)
+
+    def make_replay(
+        self, source: Any, pairs: list[tuple[Track, TrackMeta]], wallclock: Any
+    ) -> Replay:
+        """A HIT viewer's replay of ``source``; ``pairs`` puts each set-up track beside its
+        stored track (ordered by the stored track id)."""
+        replay_tracks = []
+        for track, tmeta in pairs:
+            rtptime = tmeta.extra.get("rtptime")
+            ssrc = track.client_transport.ssrc
+            replay_tracks.append(
+                ReplayTrack(
+                    rtp_sink=track.rtp_sink,
+                    rtcp_sink=track.rtcp_sink,
+                    clock_rate=tmeta.clock_rate or 90000,
+                    codec=tmeta.codec,
+                    origin_rtptime=(
+                        int(rtptime) if rtptime else _first_ts(source, tmeta.track_id)
+                    ),
+                    origin_npt=float(tmeta.extra.get("npt", "0")),
+                    **({"ssrc": int(ssrc, 16)} if ssrc and _is_hex(ssrc) else {}),
+                )
+            )
+        return RtpReplay(source, replay_tracks, wallclock=wallclock)
 
 
 @dataclass
@@ -263,8 +319,12 @@ class RtspProxyLayer:
         self.setup_controls: list[str] = []  # origin control URL of each set-up track
         self.cache_mode: str | None = None  # None (undecided) | PASS | MISS | HIT
         self.cache_key: CacheKey | None = None
-        self.recorder: FillRecorder | None = None
-        self.replay: RtpReplay | None = None
+        self.recorder: Recorder | None = None
+        self.replay: Replay | None = None
+        self.dialect_variant: str | None = None  # what the dialect said at the decision
+        self.deferred_play: Request | None = None
+        """A PLAY answered here while the cache variant is not known yet (see
+        :meth:`RtspDialect.variant`); sent to the origin once it is, unless the cache has it."""
         self.duration: float | None = None  # of the cached clip a HIT session plays
         self.background = False
         """True while a fill or a live feed goes on after its client left (the driver keeps
@@ -550,6 +610,12 @@ class RtspProxyLayer:
             ):
                 self._reply(out, 400, req.cseq, reason="Bad Request (one origin per connection)")
                 return
+        refusal = self.dialect.refuse(req)
+        if refusal is not None:
+            status, why = refusal
+            out.append(Log("INFO", f"{self.client}: {req.method} refused: {why}"))
+            self._reply(out, status, req.cseq, [("X-Mediacache-Error", why)])
+            return
         if req.method in ("PLAY", "PAUSE") and self._cache_play_pause(req, out):
             return
         if req.method == "TEARDOWN" and self.feed_role == "owner":
@@ -562,6 +628,15 @@ class RtspProxyLayer:
         headers = req.headers
         for name in _HOP_REQUEST:
             headers = headers.without(name)
+        headers = self.dialect.request_to_origin(req, headers)
+        if self.cache_mode == "DEFER" and self._decide_deferred(req, out):
+            return
+        if (
+            self.recorder is not None
+            and self.dialect_variant is not None
+            and self.dialect.variant(self._relative_controls()) != self.dialect_variant
+        ):
+            self._abort_fill(out, "the client changed what it receives (variant)")
         if req.method == "SETUP":
             spec = self._choose_client_transport(req)
             if spec is None:
@@ -677,6 +752,9 @@ class RtspProxyLayer:
         if pending.purpose == "reconnect":
             self._reconnect_step(resp, pending, out)
             return
+        if pending.purpose == "deferred-play":
+            self._deferred_play_done(resp, pending, out)
+            return
         if pending.purpose != "client" or pending.request is None:
             return
         req = pending.request
@@ -691,6 +769,7 @@ class RtspProxyLayer:
         headers = resp.headers
         for name in _HOP_RESPONSE:
             headers = headers.without(name)
+        headers = self.dialect.response_to_client(req, headers)
         extra: list[tuple[str, str]] = []
         body = resp.body
         for name in ("Content-Base", "Content-Location"):
@@ -889,6 +968,9 @@ class RtspProxyLayer:
         PLAY/PAUSE ourselves. True when answered here (it must not go to the origin)."""
         if req.method == "PLAY" and self.cache_mode is None:
             self._decide(req, out)
+        if self.cache_mode == "DEFER":
+            self._defer_play_pause(req, out)
+            return True
         if self.cache_mode == "HIT":
             self._local_play_pause(req, out)
             return True
@@ -943,7 +1025,11 @@ class RtspProxyLayer:
             variant = self.ctx.hook.mediacache_cache_variant(
                 format_name=self.ctx.format_name, url=described.url, tracks=relative
             )
-        variant = variant if variant is not None else variant_key(relative)
+        self.dialect_variant = self.dialect.variant(relative)
+        variant = variant if variant is not None else self.dialect_variant
+        if variant is None:
+            self.cache_mode = "DEFER"
+            return None
         key = CacheKey.make(self.ctx.format_name, described.url, variant)
         if self.stats is not None:
             self.stats.variant = variant
@@ -971,6 +1057,61 @@ class RtspProxyLayer:
             self.stats.result = "MISS"
         return None
 
+    def _defer_play_pause(self, req: Request, out: list[Command]) -> None:
+        """PLAY/PAUSE while the variant is unknown: answered here; the PLAY is kept."""
+        session = [
+            ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
+        ]
+        if req.method == "PAUSE":
+            self._reply(out, 200, req.cseq, session)
+            return
+        self.deferred_play = req
+        described = self.described
+        sd = described.description if described is not None else None
+        duration = duration_of(sd) if sd is not None else None
+        start = self._requested_start(req) or 0.0
+        end = f"{duration:.3f}" if duration is not None else ""
+        self._reply(out, 200, req.cseq, [*session, ("Range", f"npt={start:.3f}-{end}")])
+        if self.stats is not None and self.stats.status < 300:
+            self.stats.status = 200
+
+    def _decide_deferred(self, req: Request, out: list[Command]) -> bool:
+        """The client's ``req`` may have made the variant known: decide now. A HIT answers
+        ``req`` here and starts the replay (True); otherwise the kept PLAY goes to the origin
+        ahead of ``req`` (False: forward ``req`` as usual)."""
+        play = self.deferred_play
+        if play is None or self.dialect.variant(self._relative_controls()) is None:
+            return False
+        self.deferred_play = None
+        self.cache_mode = None
+        self._decide(play, out)
+        if self.cache_mode == "HIT":
+            session = [
+                ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
+            ]
+            self._reply(out, 200, req.cseq, session)
+            self._local_play_pause(play, out, reply=False)
+            return True
+        headers = play.headers
+        for name in _HOP_REQUEST:
+            headers = headers.without(name)
+        assert self.target is not None and self.origin_session is not None
+        headers = headers.add("Session", self.origin_session).add("Via", VIA)
+        uri = self.target.to_origin(play.uri)
+        self._send_origin(
+            out, "PLAY", uri, headers, b"", _Pending(request=play, purpose="deferred-play")
+        )
+        return False
+
+    def _deferred_play_done(self, resp: Response, pending: _Pending, out: list[Command]) -> None:
+        """The origin's answer to a PLAY the client already had our answer to."""
+        if resp.status >= 300:
+            out.append(Log("WARNING", f"{self.client}: origin refused PLAY: {resp.status}"))
+            self._fail_origin(out, 502, f"origin refused PLAY ({resp.status})")
+            return
+        if self.cache_mode == "MISS" and pending.request is not None:
+            self._begin_fill(pending.request, resp, out)
+
     def _may_cache_authenticated(self, url: str) -> bool:
         if self.ctx.hook is not None:
             verdict = self.ctx.hook.mediacache_cache_allowed(
@@ -986,25 +1127,15 @@ class RtspProxyLayer:
         described = self.described
         assert described is not None
         stored = {relative_control(described.base, t.control): t for t in meta.tracks}
-        replay_tracks: list[ReplayTrack | None] = [None] * len(meta.tracks)
+        pairs: list[tuple[Track, TrackMeta] | None] = [None] * len(meta.tracks)
         for track, control in zip(self.tracks, self.setup_controls, strict=False):
             tmeta = stored.get(relative_control(described.base, control))
             if tmeta is None:
                 return self._pass("stored tracks differ", out)
-            rtptime = tmeta.extra.get("rtptime")
-            ssrc = track.client_transport.ssrc
-            replay_tracks[tmeta.track_id] = ReplayTrack(
-                rtp_sink=track.rtp_sink,
-                rtcp_sink=track.rtcp_sink,
-                clock_rate=tmeta.clock_rate or 90000,
-                codec=tmeta.codec,
-                origin_rtptime=int(rtptime) if rtptime else self._first_ts(source, tmeta.track_id),
-                origin_npt=float(tmeta.extra.get("npt", "0")),
-                **({"ssrc": int(ssrc, 16)} if ssrc and _is_hex(ssrc) else {}),
-            )
-        if any(t is None for t in replay_tracks):
+            pairs[tmeta.track_id] = (track, tmeta)
+        if any(p is None for p in pairs):
             return self._pass("stored tracks differ", out)
-        self.replay = RtpReplay(source, replay_tracks, wallclock=self.ctx.clock)  # type: ignore[arg-type]
+        self.replay = self.dialect.make_replay(source, pairs, self.ctx.clock)  # type: ignore[arg-type]
         self.cache_mode = "HIT"
         self.cache_key = key
         assert self.ctx.cache is not None
@@ -1014,15 +1145,9 @@ class RtspProxyLayer:
         self.duration = meta.duration
         return None
 
-    @staticmethod
-    def _first_ts(source: Any, track_index: int) -> int:
-        for i in range(min(available(source), 2000)):
-            packet = source.packet(i)
-            if packet.track == track_index:
-                return rtp_timestamp(packet.payload)
-        return 0
-
-    def _local_play_pause(self, req: Request, out: list[Command]) -> None:
+    def _local_play_pause(self, req: Request, out: list[Command], *, reply: bool = True) -> None:
+        """PLAY/PAUSE of a HIT session, from its replay (``reply``: False when the client had
+        its answer already, see :meth:`_decide_deferred`)."""
         replay = self.replay
         assert replay is not None
         session = [
@@ -1053,7 +1178,8 @@ class RtspProxyLayer:
             for track, (seq, rtptime) in zip(self._tracks_by_replay_order(), infos, strict=True)
         )
         headers = [*session, ("Range", f"npt={start:.3f}-{end}"), ("RTP-Info", rtp_info)]
-        self._reply(out, 200, req.cseq, headers)
+        if reply:
+            self._reply(out, 200, req.cseq, headers)
         if self.stats is not None and self.stats.status < 300:
             self.stats.status = 200
         out.append(StartPlayout(replay))
@@ -1062,10 +1188,7 @@ class RtspProxyLayer:
         """Client tracks ordered like the replay's (stored) tracks."""
         replay = self.replay
         assert replay is not None
-        order = []
-        for rt in replay.tracks:
-            order.append(next(t for t in self.tracks if t.rtp_sink is rt.rtp_sink))
-        return order
+        return [next(t for t in self.tracks if t.rtp_sink is sink) for sink in replay.sinks]
 
     def _begin_fill(self, req: Request, resp: Response, out: list[Command]) -> None:
         """The origin accepted the PLAY of a miss: open the fill and record from now on."""
@@ -1099,13 +1222,7 @@ class RtspProxyLayer:
         except CacheError as exc:
             self._pass(f"fill not started: {exc}", out)
             return
-        rtp_tracks: dict[int, RecordedTrack] = {}
-        rtcp_tracks: dict[int, RecordedTrack] = {}
-        for i, track in enumerate(self.tracks):
-            rec = RecordedTrack(meta_index=i)
-            rtp_tracks[track.origin_channels[0]] = rec
-            rtcp_tracks[track.origin_channels[1]] = rec
-        self.recorder = FillRecorder(fill, rtp_tracks, rtcp_tracks, started=self.ctx.monotonic())
+        self.recorder = self.dialect.make_recorder(fill, self.tracks, self.ctx.monotonic())
         out.append(Log("INFO", f"{self.client}: cache fill of {key.url} [{key.variant}] started"))
         out.append(SetTimer("fill-watchdog", FILL_IDLE_LIMIT))
 
@@ -1120,14 +1237,13 @@ class RtspProxyLayer:
     def _record(self, frame: InterleavedFrame, out: list[Command]) -> None:
         recorder = self.recorder
         assert recorder is not None
-        if frame.channel in recorder.rtp_tracks:
-            recorder.on_rtp(frame.channel, frame.payload, self.ctx.monotonic())
-            if recorder.failed:
-                self._abort_fill(out, recorder.failed)
-        elif frame.channel in recorder.rtcp_tracks:
-            ended = recorder.on_rtcp(frame.channel, frame.payload)
-            if ended:
-                self._commit_fill(out)
+        if frame.channel not in recorder.channels:
+            return
+        ended = recorder.on_frame(frame.channel, frame.payload, self.ctx.monotonic())
+        if recorder.failed:
+            self._abort_fill(out, recorder.failed)
+        elif ended:
+            self._commit_fill(out)
 
     def _commit_fill(self, out: list[Command]) -> None:
         recorder = self.recorder
@@ -1570,6 +1686,14 @@ class RtspProxyLayer:
         if self.stats is not None and status >= 300 and self.stats.status < 300:
             self.stats.status = status
         out.append(SendData(self.client, build_response(resp)))
+
+
+def _first_ts(source: Any, track_index: int) -> int:
+    for i in range(min(available(source), 2000)):
+        packet = source.packet(i)
+        if packet.track == track_index:
+            return rtp_timestamp(packet.payload)
+    return 0
 
 
 def _strip_credentials(uri: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mediacache.cache.objects import Packet
 from mediacache.cache.playout import PacketSource, Playout, available
@@ -92,6 +93,25 @@ class ReplayTrack:
         return self.origin_npt + signed32(ts - self.origin_rtptime) / self.clock_rate
 
 
+class Replay(Protocol):
+    """What the RTSP proxy layer needs of a viewer's replay, whatever the data transport."""
+
+    def play(self, now: float, npt: float | None) -> tuple[float, list[tuple[int, int]]]:
+        """Start at ``npt`` (None: resume); (real start, per stored track (seq, rtptime))."""
+        ...
+
+    def pause(self) -> float:
+        """Stop sending; the media time to resume at."""
+        ...
+
+    def pump(self, now: float) -> float | None: ...
+
+    @property
+    def sinks(self) -> list[Sink]:
+        """Per stored track, the viewer's data sink (orders RTP-Info like the tracks)."""
+        ...
+
+
 class RtpReplay:
     """A viewer's playout of a cached clip; drive it with :meth:`pump` from a scheduler."""
 
@@ -147,6 +167,10 @@ class RtpReplay:
         position = self._media_time_at(self.playout.index)
         self._npt_anchor = (position, self._now)
         return position
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [t.rtp_sink for t in self.tracks]
 
     @property
     def ended(self) -> bool:

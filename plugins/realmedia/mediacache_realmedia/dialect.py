@@ -1,28 +1,56 @@
-"""Real's RTSP dialect for the core's RTSP proxy layer: transports and what is not ready yet.
+"""Real's RTSP dialect for the core's RTSP proxy layer.
 
-Pass-through works with the core's ``RtspProxyLayer``: OPTIONS, DESCRIBE, SETUP and
-``SET_PARAMETER Subscribe`` are relayed, so the origin's RealChallenge1 reaches the player and
-the player's RealChallenge2 reaches the origin unchanged (the proxy does not need to answer the
-challenge while it relays). RDT data is forwarded as it comes: an RDT packet's set id must equal
-the interleaved channel the player was given (ffmpeg routes by it), so the origin is asked for
-the player's own channels.
+* **Transports.** Clients get RDT over UDP (``x-pn-tng/udp``, ``x-real-rdt/udp``) or
+  interleaved; the origin is always asked for ``x-pn-tng/tcp`` on the player's own channel,
+  because an RDT packet's set id must equal the interleaved channel the player was given
+  (ffmpeg routes by it).
+* **RealChallenge, per hop.** The proxy answers the client's challenge itself and performs its
+  own toward the origin: the client's OPTIONS goes on with our ``ClientChallenge``; the
+  origin's ``RealChallenge1`` is kept and the client gets one of ours; the client's first
+  SETUP must carry the answer to ours (else 400, and nothing reaches the origin), and goes on
+  with our answer to the origin's. Each side thus talks to a peer it authenticated, and a
+  cache HIT needs nothing of the origin's challenge state.
+* **SureStream variant.** What a Real client receives is chosen by ``SET_PARAMETER Subscribe``
+  (ASM rules per stream), so the cache variant is the set-up streams plus the subscribed rules.
+  ffmpeg subscribes after its PLAY: until then the variant is unknown and the core answers the
+  PLAY itself (see ``RtspDialect.variant``).
+* **Caching.** :mod:`mediacache_realmedia.caching` records and replays RDT.
 
-Not yet: caching (the cache replays RTP; RDT needs its own restamping) and splitting; Real
-sessions are passed through (access log PASS) until those land.
+Not yet: splitting live Real streams (joiners need their own set ids and sequence numbers).
 """
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
+from mediacache.cache.objects import TrackMeta
+from mediacache.cache.store import Fill
+from mediacache.rtsp.caching import Recorder, variant_key
 from mediacache.rtsp.headers import TransportSpec
-from mediacache.rtsp.proxy import RtspDialect
+from mediacache.rtsp.message import Headers, Request
+from mediacache.rtsp.proxy import RtspDialect, Track
+from mediacache.rtsp.replay import Replay
+from mediacache_realmedia.caching import RdtReplay, RdtReplayTrack, make_recorder
+from mediacache_realmedia.challenge import real_challenge_response
+from mediacache_realmedia.errors import RealProtocolError
+from mediacache_realmedia.sdp import format_subscribe, parse_subscribe
 
 REAL_PROTOCOLS = ("x-pn-tng/", "x-real-rdt/")
 
 
 class RealDialect(RtspDialect):
     origin_tcp_protocol = "x-pn-tng/tcp"
-    can_cache = False
     can_split = False
+
+    def __init__(self) -> None:
+        self.subscription: dict[int, frozenset[int]] = {}
+        self.client_challenge = secrets.token_hex(16)
+        """The RealChallenge1 we give the client (32 characters: clients take up to 56)."""
+        self.origin_challenge: str | None = None
+        self.challenge_answered = False
+
+    # -- transports -----------------------------------------------------------------------------
 
     def client_transport_usable(self, spec: TransportSpec) -> bool:
         if spec.unicast is False or spec.destination:
@@ -40,3 +68,78 @@ class RealDialect(RtspDialect):
         if client is not None and client.lower_transport == "TCP" and client.interleaved:
             channel = client.interleaved[0]
         return TransportSpec(protocol=self.origin_tcp_protocol, interleaved=(channel, channel))
+
+    # -- RealChallenge and Subscribe ------------------------------------------------------------
+
+    def refuse(self, req: Request) -> tuple[int, str] | None:
+        answer = req.headers.get("RealChallenge2")
+        if req.method != "SETUP" or answer is None or self.challenge_answered:
+            return None
+        response, _, rest = answer.partition(",")
+        sd = rest.strip()
+        if sd.lower().startswith("sd="):
+            sd = sd[3:].strip()
+        want, want_sd = real_challenge_response(self.client_challenge)
+        if response.strip().lower() != want or (sd and sd.lower() != want_sd):
+            return 400, "wrong RealChallenge2"
+        return None
+
+    def request_to_origin(self, req: Request, headers: Headers) -> Headers:
+        if req.method == "OPTIONS" and "ClientChallenge" in headers:
+            headers = headers.with_("ClientChallenge", secrets.token_hex(16))
+        elif req.method == "SETUP" and "RealChallenge2" in headers:
+            self.challenge_answered = True
+            headers = headers.without("RealChallenge2")
+            if self.origin_challenge is not None:
+                response, checksum = real_challenge_response(self.origin_challenge)
+                headers = headers.add("RealChallenge2", f"{response}, sd={checksum}")
+        elif req.method == "SET_PARAMETER":
+            self._note_subscription(headers)
+        return headers
+
+    def response_to_client(self, req: Request, headers: Headers) -> Headers:
+        challenge = headers.get("RealChallenge1")
+        if challenge is not None:
+            self.origin_challenge = challenge
+            headers = headers.with_("RealChallenge1", self.client_challenge)
+        return headers
+
+    def _note_subscription(self, headers: Headers) -> None:
+        """Follow the client's rule set (a malformed value is the origin's to refuse)."""
+        try:
+            for name, add in (("Unsubscribe", False), ("Subscribe", True)):
+                value = headers.get(name)
+                if value is None:
+                    continue
+                for stream, rules in parse_subscribe(value).items():
+                    now = self.subscription.get(stream, frozenset())
+                    now = now | rules if add else now - rules
+                    if now:
+                        self.subscription[stream] = now
+                    else:
+                        self.subscription.pop(stream, None)
+        except RealProtocolError:
+            return
+
+    # -- caching ------------------------------------------------------------------------------
+
+    def variant(self, relative_controls: list[str]) -> str | None:
+        if not self.subscription:
+            return None
+        return f"{variant_key(relative_controls)}|{format_subscribe(self.subscription)}"
+
+    def make_recorder(self, fill: Fill, tracks: list[Track], now: float) -> Recorder:
+        return make_recorder(fill, [t.origin_channels[0] for t in tracks], now)
+
+    def make_replay(
+        self, source: Any, pairs: list[tuple[Track, TrackMeta]], wallclock: Any
+    ) -> Replay:
+        tracks = []
+        for track, meta in pairs:
+            if track.client_channels is not None:  # TCP: the set id is the channel
+                set_id = track.client_channels[0]
+            else:  # UDP: the stream number, as the origin does
+                set_id = int(meta.extra.get("media-index", meta.track_id))
+            video = "video" in meta.codec.lower()
+            tracks.append(RdtReplayTrack(sink=track.rtp_sink, set_id=set_id, video=video))
+        return RdtReplay(source, tracks)

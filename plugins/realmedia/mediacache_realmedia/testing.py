@@ -186,8 +186,12 @@ class RealClient:
 
     # -- the Real dialect ---------------------------------------------------------------------
 
-    def options(self) -> Response:
-        reply = self.request("OPTIONS", self.url(""), session=False)
+    def options(self, path: str = "") -> Response:
+        """OPTIONS on ``path`` (a reverse proxy routes by path: give the clip's)."""
+        reply = self.request(
+            "OPTIONS", self.url(path), [("ClientChallenge", "9e26d33f2984236010ef6253fb1887f7")],
+            session=False,
+        )  # fmt: skip
         self.challenge = reply.headers.get("RealChallenge1")
         return reply
 
@@ -236,7 +240,7 @@ class RealClient:
         Raises :class:`RuntimeError` with the reply when a step is refused.
         """
         extra = auth or []
-        _ok(self.options(), "OPTIONS")
+        _ok(self.options(path), "OPTIONS")
         _ok(self.request("DESCRIBE", self.url(path), extra), "DESCRIBE")
         for n in range(streams):
             transport = f"x-pn-tng/udp;client_port={self.udp_port()}" if udp else "x-pn-tng/tcp"

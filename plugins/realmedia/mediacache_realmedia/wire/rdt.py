@@ -96,6 +96,7 @@ __all__ = [
     "rdt_data_header",
     "rdt_data_payload_offset",
     "rewrite_rdt_data",
+    "split_rdt",
 ]
 
 # Control packet types (bytes 1-2), as in Wireshark's packet-rdt.c.
@@ -650,6 +651,23 @@ def _parse_one(chunk: bytes) -> RdtPacket:
         return RdtBwProbing(c.seq, c.timestamp, c.flags.length_included, c.flags.reserved)
     c = _parse(_UNKNOWN_CONTROL, chunk, "control packet")
     return RdtUnknownControl(c.packet_type, c.flags, c.data)
+
+
+def split_rdt(data: bytes) -> list[bytes]:
+    """The bytes of each RDT packet in one datagram or frame, unparsed (the recorder's path:
+    a frame usually holds one packet, which comes back as the same object)."""
+    if not data:
+        raise RealProtocolError("empty RDT datagram")
+    first = _extent(data, 0)
+    if first == len(data):
+        return [data]
+    chunks = [data[:first]]
+    pos = first
+    while pos < len(data):
+        size = _extent(data, pos)
+        chunks.append(data[pos : pos + size])
+        pos += size
+    return chunks
 
 
 def parse_rdt(data: bytes) -> list[RdtPacket]:
