@@ -9,6 +9,7 @@ Build errors (a value that would corrupt the header) are :class:`LocalProtocolEr
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -433,3 +434,17 @@ def parse_rtp_info(value: str) -> list[RtpInfo]:
 
 def build_rtp_info(infos: Iterable[RtpInfo]) -> str:
     return ", ".join(info.build() for info in infos)
+
+
+def parse_basic_credentials(value: str) -> tuple[str, str] | None:
+    """(user, password) of an ``Authorization: Basic`` value (RFC 7617); None for any other
+    scheme or a malformed token (the caller answers 401 again)."""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None

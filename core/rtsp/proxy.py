@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediacache.access import ClientAuthenticator, CredentialCheck
 from mediacache.cache.objects import CacheError, CacheKey, TrackMeta
 from mediacache.cache.playout import available
 from mediacache.cache.store import Fill
@@ -53,6 +54,7 @@ from mediacache.rtsp.caching import (
 from mediacache.rtsp.headers import (
     RtpInfo,
     TransportSpec,
+    parse_basic_credentials,
     parse_range,
     parse_rtp_info,
     parse_session,
@@ -158,6 +160,10 @@ class RtspDialect:
             unicast=True,
             interleaved=(2 * track_index, 2 * track_index + 1),
         )
+
+    def client_authenticator(self, settings: Any) -> ClientAuthenticator | None:
+        """Authentication of players at the proxy for this format (None: none)."""
+        return None
 
     # -- requests and responses that a dialect adjusts on their way through ------------------
 
@@ -312,6 +318,12 @@ class RtspProxyLayer:
         self.rtcp_to_origin: dict[tuple[str, int], int] = {}
         self.stats: _SessionStats | None = None
         self.access_checked = False
+        self.authenticator = self.dialect.client_authenticator(ctx.settings)
+        self.auth_user: str | None = None  # who the authenticator admitted
+        self.auth_header: str | None = None  # the header that carried the credentials
+        self.auth_check: CredentialCheck | None = None
+        self.auth_conn: Connection | None = None
+        self.auth_pending_user = ""
         self.closed = False
         self.last_origin_send = 0.0
         # caching (see core/rtsp/caching.py)
@@ -349,15 +361,23 @@ class RtspProxyLayer:
                 self._client_data(event.data, out)
             elif event.conn is self.origin:
                 self._origin_data(event.data, out)
+            elif event.conn is self.auth_conn:
+                self._auth_data(event.data, out)
         elif isinstance(event, DatagramReceived):
             self._datagram(event, out)
         elif isinstance(event, OpenCompleted):
-            self._origin_opened(event, out)
+            if event.conn is self.auth_conn:
+                self._auth_opened(event, out)
+            else:
+                self._origin_opened(event, out)
         elif isinstance(event, ConnectionClosed):
             if event.conn is self.client:
                 self._client_gone(out)
             elif event.conn is self.origin:
                 self._origin_closed(event, out)
+            elif event.conn is self.auth_conn and self.auth_check is not None:
+                self.auth_check.connection_closed(event.error or "")
+                self._auth_step(b"", out)
         elif isinstance(event, TimerFired):
             self._timer(event.name, out)
         elif isinstance(event, Start):
@@ -479,6 +499,12 @@ class RtspProxyLayer:
         """Send the next queued client request once the origin is ready and idle."""
         while self.queue and self.in_flight is None and not self.closed:
             req = self.queue[0]
+            if self.authenticator is not None and self.auth_user is None:
+                if self.auth_check is not None:
+                    return  # the directory is being asked; its answer pumps again
+                if not self._authenticate(req, out):
+                    continue  # answered 401; each queued request is checked on its own
+                return
             if self.target is None:
                 error = self._resolve_target(req, out)
                 if error:
@@ -628,6 +654,8 @@ class RtspProxyLayer:
         headers = req.headers
         for name in _HOP_REQUEST:
             headers = headers.without(name)
+        if self.auth_header is not None:  # the proxy's credentials, not the origin's
+            headers = headers.without(self.auth_header)
         headers = self.dialect.request_to_origin(req, headers)
         if self.cache_mode == "DEFER" and self._decide_deferred(req, out):
             return
@@ -640,7 +668,15 @@ class RtspProxyLayer:
         if req.method == "SETUP":
             spec = self._choose_client_transport(req)
             if spec is None:
-                self._reply(out, 461, req.cseq)
+                if not self._udp_allowed():
+                    why = "authenticated sessions are served over TCP only"
+                    out.append(Log("INFO", f"{self.client}: 461: {why}"))
+                    self._reply(
+                        out, 461, req.cseq, [("X-Mediacache-Error", why)],
+                        reason=f"Unsupported Transport ({why})",
+                    )  # fmt: skip
+                else:
+                    self._reply(out, 461, req.cseq)
                 return
             index = len(self.tracks)
             pending.track_index = index
@@ -683,9 +719,96 @@ class RtspProxyLayer:
         except ProtocolError:
             return None
         for spec in specs:
+            if spec.lower_transport == "UDP" and not self._udp_allowed():
+                continue
             if self.dialect.client_transport_usable(spec):
                 return spec
         return None
+
+    def _udp_allowed(self) -> bool:
+        return self.auth_user is None or self.authenticator is None or (
+            self.authenticator.udp_allowed
+        )
+
+    # -- player authentication at the proxy (the dialect's ClientAuthenticator) --------------
+
+    def _authenticate(self, req: Request, out: list[Command]) -> bool:
+        """Start checking ``req``'s credentials (True: the check runs; False: answered 401)."""
+        authenticator = self.authenticator
+        assert authenticator is not None
+        credentials = None
+        for name in ("Proxy-Authorization", "Authorization"):
+            value = req.headers.get(name)
+            if value is not None:
+                credentials = parse_basic_credentials(value)
+                self.auth_header = name
+                break
+        if credentials is None:
+            out.append(Log("INFO", f"{self.client}: {req.method} without credentials: 401"))
+            self._refuse_credentials(out)
+            return False
+        user, password = credentials
+        check = authenticator.check(user, password)
+        if check.result is not None:
+            self._auth_done(user, check, out)
+            return False
+        self.auth_check = check
+        self.auth_pending_user = user
+        self.auth_conn = Connection("auth", authenticator.address)
+        out.append(OpenConnection(self.auth_conn, timeout=authenticator.timeout))
+        out.append(SetTimer("auth-timeout", authenticator.timeout))
+        return True
+
+    def _auth_opened(self, event: OpenCompleted, out: list[Command]) -> None:
+        check = self.auth_check
+        if check is None or self.auth_conn is None:
+            return
+        if event.error:
+            check.connection_closed(event.error)
+            self._auth_step(b"", out)
+            return
+        out.append(SendData(self.auth_conn, check.start()))
+
+    def _auth_data(self, data: bytes, out: list[Command]) -> None:
+        check = self.auth_check
+        if check is None or self.auth_conn is None:
+            return
+        reply = check.receive(data)
+        if reply:
+            out.append(SendData(self.auth_conn, reply))
+        self._auth_step(b"", out)
+
+    def _auth_step(self, _: bytes, out: list[Command]) -> None:
+        check = self.auth_check
+        if check is None or check.result is None:
+            return
+        if self.auth_conn is not None:
+            if self.auth_conn.connected and not self.auth_conn.closed:
+                out.append(SendData(self.auth_conn, check.close()))
+            out.append(CloseConnection(self.auth_conn))
+            self.auth_conn = None
+        out.append(CancelTimer("auth-timeout"))
+        self.auth_check = None
+        self._auth_done(self.auth_pending_user, check, out)
+        self._pump(out)
+
+    def _auth_done(self, user: str, check: CredentialCheck, out: list[Command]) -> None:
+        result = check.result
+        assert result is not None
+        if result.ok:
+            self.auth_user = user
+            out.append(Log("INFO", f"{self.client}: user {user!r} authenticated"))
+            return
+        out.append(Log("WARNING", f"{self.client}: user {user!r} refused: {result.reason}"))
+        self.auth_header = None
+        self._refuse_credentials(out)
+
+    def _refuse_credentials(self, out: list[Command]) -> None:
+        """401 to the request that waited (the player asks again with credentials)."""
+        req = self.queue.popleft()
+        assert self.authenticator is not None
+        challenge = ("WWW-Authenticate", f'Basic realm="{self.authenticator.realm}"')
+        self._reply(out, 401, req.cseq, [challenge])
 
     # -- origin side ----------------------------------------------------------------------
 
@@ -1522,6 +1645,10 @@ class RtspProxyLayer:
     # -- timers ---------------------------------------------------------------------------
 
     def _timer(self, name: str, out: list[Command]) -> None:
+        if name == "auth-timeout" and self.auth_check is not None:
+            self.auth_check.timed_out()
+            self._auth_step(b"", out)
+            return
         if name == "client-timeout":
             out.append(
                 Log(
@@ -1660,10 +1787,14 @@ class RtspProxyLayer:
             "fill-watchdog",
             "feed-linger",
             "feed-reconnect",
+            "auth-timeout",
         ):
             out.append(CancelTimer(name))
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))
+        if self.auth_conn is not None:
+            out.append(CloseConnection(self.auth_conn))
+            self.auth_conn = None
         self.origin_state = "closed"
         out.append(CloseConnection(self.client, drain=drain))
 

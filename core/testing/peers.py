@@ -201,7 +201,11 @@ def missing_peers(*names: str) -> list[str]:
     ``gstreamer`` means the RTSP server bindings for :data:`GST_PYTHON`; ``vlc`` means
     ``cvlc`` plus ``setpriv`` (needed to run it as nobody); anything else is a binary name.
     """
-    binaries = {"vlc": ("cvlc", "setpriv"), "ffmpeg": ("ffmpeg", "ffprobe")}
+    binaries = {
+        "vlc": ("cvlc", "setpriv"),
+        "ffmpeg": ("ffmpeg", "ffprobe"),
+        "slapd": ("slapd", "slapadd", "ldapadd"),  # testing/ldap.py: server, loader, live adds
+    }
     missing = []
     for name in names:
         if name == "gstreamer":

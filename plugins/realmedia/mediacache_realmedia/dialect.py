@@ -24,6 +24,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from mediacache.access import ClientAuthenticator
 from mediacache.cache.objects import TrackMeta
 from mediacache.cache.store import Fill
 from mediacache.rtsp.caching import Recorder, variant_key
@@ -34,6 +35,7 @@ from mediacache.rtsp.replay import Replay
 from mediacache_realmedia.caching import RdtReplay, RdtReplayTrack, make_recorder
 from mediacache_realmedia.challenge import real_challenge_response
 from mediacache_realmedia.errors import RealProtocolError
+from mediacache_realmedia.ldap import LdapAuthenticator
 from mediacache_realmedia.sdp import format_subscribe, parse_subscribe
 
 REAL_PROTOCOLS = ("x-pn-tng/", "x-real-rdt/")
@@ -68,6 +70,10 @@ class RealDialect(RtspDialect):
         if client is not None and client.lower_transport == "TCP" and client.interleaved:
             channel = client.interleaved[0]
         return TransportSpec(protocol=self.origin_tcp_protocol, interleaved=(channel, channel))
+
+    def client_authenticator(self, settings: Any) -> ClientAuthenticator | None:
+        ldap = getattr(settings, "ldap", None)
+        return LdapAuthenticator(ldap) if ldap is not None else None
 
     # -- RealChallenge and Subscribe ------------------------------------------------------------
 

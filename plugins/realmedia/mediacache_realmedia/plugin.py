@@ -7,6 +7,7 @@ from mediacache.formats import FormatRegistry, FormatSpec
 from mediacache.hookspecs import hookimpl
 from mediacache_realmedia import __version__
 from mediacache_realmedia.layer import make_layer
+from mediacache_realmedia.ldap import LdapSettings
 from mediacache_realmedia.origin import reference_origin
 
 
@@ -21,6 +22,10 @@ class RealConfig(FormatConfig, kw_only=True, forbid_unknown_fields=True):
     listen: str = "0.0.0.0:9231"
     origin_port: Port = 554
     udp_ports: str = "6970-32000"
+    ldap: LdapSettings | None = None
+    """``[formats.realmedia.ldap]``: authenticate players (RTSP Basic) against this directory
+    before anything reaches the origin; such sessions are served over TCP only (461 for UDP).
+    The player's credentials are the proxy's: they are not passed on to the origin."""
 
 
 REALMEDIA = FormatSpec(

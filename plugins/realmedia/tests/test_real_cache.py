@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +161,27 @@ def test_the_proxy_answers_the_challenge_itself(proxy: ProxyThread, origin: Orig
     records = origin.wait_records(before + 2)
     # the first client's origin connection never got a session (no SETUP reached it)
     assert sum(bool(r.session) for r in records[before:]) == 1
+
+
+def test_a_cached_clip_behind_origin_auth_still_asks_the_origin(
+    root: Path,
+    file_video: list,  # type: ignore[type-arg]
+) -> None:
+    """The origin's 401 reaches the player and its answer the origin; the clip is cached, and
+    every later viewer must still pass the origin's check on its accounting connection."""
+    with OriginThread.loopback("realmedia", root, auth="viewer:s3cret") as origin:
+        route = f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
+        with ProxyThread(route) as p:
+            base = f"127.0.0.1:{p.port('realmedia')}/r/clip.rm"
+            assert video(f"rtsp://viewer:s3cret@{base}", "tcp") == file_video
+            assert video(f"rtsp://viewer:s3cret@{base}", "tcp") == file_video
+            for wrong in (f"rtsp://viewer:wrong@{base}", f"rtsp://{base}"):
+                proc = subprocess.run(
+                    ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", wrong],
+                    capture_output=True, text=True, timeout=30,
+                )  # fmt: skip
+                assert proc.returncode != 0 and "401" in proc.stderr
+            records = p.wait_records(4)
+    assert [r.result for r in records[:2]] == ["MISS", "HIT"]
+    assert all(r.status == 401 for r in records[2:])
+    assert "s3cret" not in repr(records)
