@@ -161,6 +161,20 @@ class RtspDialect:
             interleaved=(2 * track_index, 2 * track_index + 1),
         )
 
+    rtp_info = True
+    """Do our PLAY replies to split viewers carry RTP-Info (the feed's RTP seq/timestamp)?"""
+
+    def ends_stream(self, payload: bytes) -> bool:
+        """Does this frame of a track's end-of-stream channel end the track (RTCP BYE)?"""
+        return rtcp_has_bye(payload)
+
+    def client_sink(
+        self, sink: Sink, req: Request, origin_channel: int, client_channel: int | None
+    ) -> Sink:
+        """The sink a set-up track's data go to (a dialect may rewrite each packet for this
+        viewer); ``client_channel`` is None for UDP."""
+        return sink
+
     def client_authenticator(self, settings: Any) -> ClientAuthenticator | None:
         """Authentication of players at the proxy for this format (None: none)."""
         return None
@@ -978,7 +992,9 @@ class RtspProxyLayer:
                 channels = (base, base + 1)
             if single and (spec.interleaved is None or spec.interleaved[0] == spec.interleaved[1]):
                 channels = (channels[0], channels[0])
-            rtp_sink = plane.interleaved_sink(self.client, channels[0])
+            rtp_sink = self.dialect.client_sink(
+                plane.interleaved_sink(self.client, channels[0]), req, rtp_ch, channels[0]
+            )
             rtcp_sink = plane.interleaved_sink(self.client, channels[1])
             reply = TransportSpec(
                 protocol=spec.protocol,
@@ -996,7 +1012,9 @@ class RtspProxyLayer:
             rtp_port, rtcp_port = spec.client_port
             if rtcp_port == rtp_port:
                 rtcp_port = rtp_port + 1
-            rtp_sink = plane.udp_sink((host, rtp_port), rtcp=False)
+            rtp_sink = self.dialect.client_sink(
+                plane.udp_sink((host, rtp_port), rtcp=False), req, rtp_ch, None
+            )
             rtcp_sink = plane.udp_sink((host, rtcp_port), rtcp=True)
             reply = TransportSpec(
                 protocol=spec.protocol,
@@ -1133,9 +1151,13 @@ class RtspProxyLayer:
         if described is None or described.description is None or not self.tracks:
             return self._pass("no description", out)
         if not described.on_demand:
-            if self.ctx.splitter is not None and self.dialect.can_split:
-                return self._decide_split(out)
-            return self._pass("live, and splitting is disabled", out)
+            if self.ctx.splitter is None or not self.dialect.can_split:
+                return self._pass("live, and splitting is disabled", out)
+            variant = self.dialect.variant(self._relative_controls())
+            if variant is None:
+                self.cache_mode = "DEFER"
+                return None
+            return self._decide_split(variant)
         if cache is None or not cache.settings.enabled or not self.dialect.can_cache:
             return self._pass("cache disabled (or not for this format yet)", out)
         if described.no_cache:
@@ -1208,12 +1230,15 @@ class RtspProxyLayer:
         self.deferred_play = None
         self.cache_mode = None
         self._decide(play, out)
-        if self.cache_mode == "HIT":
+        if self.cache_mode in ("HIT", "SPLIT"):
             session = [
                 ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
             ]
             self._reply(out, 200, req.cseq, session)
-            self._local_play_pause(play, out, reply=False)
+            if self.cache_mode == "HIT":
+                self._local_play_pause(play, out, reply=False)
+            else:
+                self._split_play_pause(play, out, reply=False)
             return True
         headers = play.headers
         for name in _HOP_REQUEST:
@@ -1234,6 +1259,8 @@ class RtspProxyLayer:
             return
         if self.cache_mode == "MISS" and pending.request is not None:
             self._begin_fill(pending.request, resp, out)
+        elif self.cache_mode == "FEED" and self.feed is None:
+            self._start_feed(out)
 
     def _may_cache_authenticated(self, url: str) -> bool:
         if self.ctx.hook is not None:
@@ -1465,10 +1492,9 @@ class RtspProxyLayer:
             for control, track in zip(self._relative_controls(), self.tracks, strict=False)
         }
 
-    def _decide_split(self, out: list[Command]) -> None:
+    def _decide_split(self, variant: str) -> None:
         described, splitter = self.described, self.ctx.splitter
         assert described is not None and splitter is not None
-        variant = variant_key(self._relative_controls())
         key = (self.ctx.format_name, described.url, variant)
         if self.stats is not None:
             self.stats.variant = variant
@@ -1492,14 +1518,18 @@ class RtspProxyLayer:
         feed = splitter.start(key, self, controls)
         for control, track in zip(controls, self.tracks, strict=False):
             fan = feed.tracks[control]
-            self.channel_sinks[track.origin_channels[0]] = fan.rtp
-            self.channel_sinks[track.origin_channels[1]] = fan.rtcp
+            rtp_ch, rtcp_ch = track.origin_channels
+            self.channel_sinks[rtp_ch] = fan.rtp
+            if rtcp_ch != rtp_ch:  # one channel (Real's RDT): no RTCP channel
+                self.channel_sinks[rtcp_ch] = fan.rtcp
         feed.join(self, self._feed_sinks())
         self.feed, self.feed_role = feed, "owner"
         self.feed_rtcp = {track.origin_channels[1]: False for track in self.tracks}
         out.append(Log("INFO", f"{self.client}: live feed of {key[1]} [{key[2]}] started"))
 
-    def _split_play_pause(self, req: Request, out: list[Command]) -> None:
+    def _split_play_pause(self, req: Request, out: list[Command], *, reply: bool = True) -> None:
+        """PLAY/PAUSE of a viewer of a live feed (``reply``: False when the client had its
+        answer already, see :meth:`_decide_deferred`)."""
         feed = self.feed
         session = [
             ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
@@ -1513,20 +1543,23 @@ class RtspProxyLayer:
                 feed.viewers.add(self)  # a paused owner still holds the feed
             self._reply(out, 200, req.cseq, session)
             return
-        infos = []
-        for control, track in zip(self._relative_controls(), self.tracks, strict=False):
-            now = feed.rtp_info(control)
-            seq, rtptime = now if now is not None else (None, None)
-            infos.append(RtpInfo(url=track.url, seq=seq, rtptime=rtptime).build())
+        headers = [*session, ("Range", "npt=now-")]
+        if self.dialect.rtp_info:
+            infos = []
+            for control, track in zip(self._relative_controls(), self.tracks, strict=False):
+                now = feed.rtp_info(control)
+                seq, rtptime = now if now is not None else (None, None)
+                infos.append(RtpInfo(url=track.url, seq=seq, rtptime=rtptime).build())
+            headers.append(("RTP-Info", ", ".join(infos)))
         feed.join(self, self._feed_sinks())
-        headers = [*session, ("Range", "npt=now-"), ("RTP-Info", ", ".join(infos))]
-        self._reply(out, 200, req.cseq, headers)
+        if reply:
+            self._reply(out, 200, req.cseq, headers)
         if self.stats is not None and self.stats.status < 300:
             self.stats.status = 200
 
     def _feed_rtcp(self, frame: InterleavedFrame, out: list[Command]) -> None:
-        """RTCP BYE on every track: the origin ended the stream, so the feed is over."""
-        if not rtcp_has_bye(frame.payload):
+        """The end of every track (RTCP BYE): the origin ended the stream, the feed is over."""
+        if not self.dialect.ends_stream(frame.payload):
             return
         self.feed_rtcp[frame.channel] = True
         if all(self.feed_rtcp.values()):

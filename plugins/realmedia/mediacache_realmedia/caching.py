@@ -35,7 +35,14 @@ from mediacache_realmedia.wire.rdt import (
     split_rdt,
 )
 
-__all__ = ["RdtRecorder", "RdtReplay", "RdtReplayTrack", "RecordedStream"]
+__all__ = [
+    "RdtRecorder",
+    "RdtReplay",
+    "RdtReplayTrack",
+    "RecordedStream",
+    "SetIdSink",
+    "ends_stream",
+]
 
 SEQ_MODULO = 0xFF00
 SEND_AHEAD = 0.04  # as the RTP replay: a thousand viewers' packets due together still leave on time
@@ -80,10 +87,54 @@ class RdtRecorder(Recorder):
         return all(s.ended for s in self.streams.values())
 
 
+def ends_stream(payload: bytes) -> bool:
+    """Does this datagram or frame hold a stream-end packet? (Cheap for data packets.)"""
+    if len(payload) < 3 or (payload[1] < 0xFF and not payload[0] & 0x80):
+        return False  # one data packet without a length: the whole frame
+    try:
+        return any((p[1] << 8) | p[2] == STREAM_END for p in split_rdt(payload))
+    except RealProtocolError:
+        return False
+
+
 def make_recorder(fill: Fill, channels: list[int], now: float) -> RdtRecorder:
     """``channels[i]``: the origin channel of stored track ``i``."""
     streams = {ch: RecordedStream(meta_index=i) for i, ch in enumerate(channels)}
     return RdtRecorder(fill, now, streams=streams)
+
+
+class SetIdSink:
+    """A viewer's sink that gives each RDT data packet the set id this viewer's transport
+    needs (its interleaved channel over TCP, the stream number over UDP) when the origin's
+    differs: the origin is asked on one channel, a live feed is shared by viewers on others.
+    The bytes are copied only when they change."""
+
+    __slots__ = ("_byte0_bits", "_sink", "set_id")
+
+    def __init__(self, sink: Sink, set_id: int) -> None:
+        self._sink = sink
+        self.set_id = set_id
+        self._byte0_bits = set_id << 1
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._sink.bytes_sent
+
+    @property
+    def packets_sent(self) -> int:
+        return self._sink.packets_sent
+
+    def send(self, payload: bytes) -> None:
+        if (
+            len(payload) > 3
+            and payload[1] < 0xFF  # a data packet (below 0xFF00)
+            and (payload[0] >> 1) & 0x1F != self.set_id
+            and (payload[0] >> 1) & 0x1F != 31
+        ):
+            out = bytearray(payload)
+            out[0] = (out[0] & 0xC1) | self._byte0_bits
+            payload = bytes(out)
+        self._sink.send(payload)
 
 
 @dataclass

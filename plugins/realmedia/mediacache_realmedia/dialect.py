@@ -15,12 +15,14 @@
   ffmpeg subscribes after its PLAY: until then the variant is unknown and the core answers the
   PLAY itself (see ``RtspDialect.variant``).
 * **Caching.** :mod:`mediacache_realmedia.caching` records and replays RDT.
-
-Not yet: splitting live Real streams (joiners need their own set ids and sequence numbers).
+* **Splitting.** A live feed is shared as it comes; each viewer's sink gives the packets the set
+  id its transport needs (:class:`~mediacache_realmedia.caching.SetIdSink`), and a stream-end
+  packet on every stream ends the feed.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -32,18 +34,32 @@ from mediacache.rtsp.headers import TransportSpec
 from mediacache.rtsp.message import Headers, Request
 from mediacache.rtsp.proxy import RtspDialect, Track
 from mediacache.rtsp.replay import Replay
-from mediacache_realmedia.caching import RdtReplay, RdtReplayTrack, make_recorder
+from mediacache.sansio.layer import Sink
+from mediacache_realmedia.caching import (
+    RdtReplay,
+    RdtReplayTrack,
+    SetIdSink,
+    ends_stream,
+    make_recorder,
+)
 from mediacache_realmedia.challenge import real_challenge_response
 from mediacache_realmedia.errors import RealProtocolError
 from mediacache_realmedia.ldap import LdapAuthenticator
 from mediacache_realmedia.sdp import format_subscribe, parse_subscribe
 
 REAL_PROTOCOLS = ("x-pn-tng/", "x-real-rdt/")
+_STREAMID = re.compile(r"streamid=(\d+)/?$")
+
+
+def _stream_number(uri: str) -> int | None:
+    """N of a SETUP URL ending in ``streamid=N`` (Real's SDP controls)."""
+    match = _STREAMID.search(uri)
+    return int(match.group(1)) if match else None
 
 
 class RealDialect(RtspDialect):
     origin_tcp_protocol = "x-pn-tng/tcp"
-    can_split = False
+    rtp_info = False  # a split viewer's PLAY reply: RDT has no RTP seq/timestamp to give
 
     def __init__(self) -> None:
         self.subscription: dict[int, frozenset[int]] = {}
@@ -74,6 +90,17 @@ class RealDialect(RtspDialect):
     def client_authenticator(self, settings: Any) -> ClientAuthenticator | None:
         ldap = getattr(settings, "ldap", None)
         return LdapAuthenticator(ldap) if ldap is not None else None
+
+    def client_sink(
+        self, sink: Sink, req: Request, origin_channel: int, client_channel: int | None
+    ) -> Sink:
+        set_id = client_channel if client_channel is not None else _stream_number(req.uri)
+        if set_id is None or set_id == origin_channel or set_id >= 31:
+            return sink
+        return SetIdSink(sink, set_id)
+
+    def ends_stream(self, payload: bytes) -> bool:
+        return ends_stream(payload)
 
     # -- RealChallenge and Subscribe ------------------------------------------------------------
 
