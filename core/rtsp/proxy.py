@@ -181,6 +181,28 @@ class RtspDialect:
 
     # -- requests and responses that a dialect adjusts on their way through ------------------
 
+    def client_channels(self, track_index: int, req: Request, used: set[int]) -> tuple[int, int]:
+        """Interleaved channels for a TCP client that named none (or taken ones)."""
+        base = 2 * track_index
+        while base in used or base + 1 in used:
+            base += 2
+        return base, base + 1
+
+    def request_uri(self, uri: str) -> str:
+        """The client's Request-URI as the proxy reads it (a dialect may repair its players')."""
+        return uri
+
+    def options_headers(self) -> list[tuple[str, str]]:
+        """Extra headers of an OPTIONS reply the proxy gives itself (no origin asked)."""
+        return []
+
+    def origin_greeting(self) -> Headers | None:
+        """Headers of an OPTIONS sent first on every new origin connection (None: none)."""
+        return None
+
+    def origin_greeted(self, headers: Headers) -> None:
+        """The origin's answer to :meth:`origin_greeting`."""
+
     def refuse(self, req: Request) -> tuple[int, str] | None:
         """(status, reason) when the client's ``req`` must be answered here with an error."""
         return None
@@ -449,6 +471,9 @@ class RtspProxyLayer:
 
     def _client_request(self, req: Request, out: list[Command]) -> None:
         out.append(SetTimer("client-timeout", self.ctx.settings.session_timeout))
+        uri = self.dialect.request_uri(req.uri)
+        if uri != req.uri:
+            req = dataclasses.replace(req, uri=uri)
         cseq = req.cseq
         if cseq is None:
             self._reply(out, 400, None, reason="Bad Request (no CSeq)")
@@ -463,7 +488,8 @@ class RtspProxyLayer:
             self._reply(out, 551, cseq, [("Unsupported", unsupported)])
             return
         if req.method == "OPTIONS" and (req.uri == "*" or (self.target is None and not req.uri)):
-            self._reply(out, 200, cseq, [("Public", ", ".join(SUPPORTED_METHODS))])
+            public = ("Public", ", ".join(SUPPORTED_METHODS))
+            self._reply(out, 200, cseq, [public, *self.dialect.options_headers()])
             return
         error = self._session_error(req)
         if error:
@@ -521,6 +547,11 @@ class RtspProxyLayer:
                 return
             if self.target is None:
                 error = self._resolve_target(req, out)
+                if error and req.method == "OPTIONS" and error[0] == 404:
+                    self.queue.popleft()  # OPTIONS of the bare server URL (VLC): ours to answer
+                    public = ("Public", ", ".join(SUPPORTED_METHODS))
+                    self._reply(out, 200, req.cseq, [public, *self.dialect.options_headers()])
+                    continue
                 if error:
                     self.queue.popleft()
                     self._reply(out, error[0], req.cseq, reason=error[1])
@@ -593,6 +624,12 @@ class RtspProxyLayer:
             return
         if event.error is None:
             self.origin_state = "open"
+            greeting = self.dialect.origin_greeting()
+            if greeting is not None:  # ahead of anything else on this connection
+                target = self.target
+                assert target is not None
+                uri = str(target.origin)
+                self._send_origin(out, "OPTIONS", uri, greeting, b"", _Pending(None, "greeting"))
             if self.reconnecting is not None:
                 self._reconnect_setup(0, out)
                 return
@@ -664,6 +701,18 @@ class RtspProxyLayer:
             self._client_gone(out)
             out.append(CloseConnection(self.client))
             return
+        spec = self._choose_client_transport(req) if req.method == "SETUP" else None
+        if req.method == "SETUP" and spec is None:
+            if not self._udp_allowed():
+                why = "authenticated sessions are served over TCP only"
+                out.append(Log("INFO", f"{self.client}: 461: {why}"))
+                self._reply(
+                    out, 461, req.cseq, [("X-Mediacache-Error", why)],
+                    reason=f"Unsupported Transport ({why})",
+                )  # fmt: skip
+            else:
+                self._reply(out, 461, req.cseq)
+            return
         pending = _Pending(request=req)
         headers = req.headers
         for name in _HOP_REQUEST:
@@ -679,19 +728,7 @@ class RtspProxyLayer:
             and self.dialect.variant(self._relative_controls()) != self.dialect_variant
         ):
             self._abort_fill(out, "the client changed what it receives (variant)")
-        if req.method == "SETUP":
-            spec = self._choose_client_transport(req)
-            if spec is None:
-                if not self._udp_allowed():
-                    why = "authenticated sessions are served over TCP only"
-                    out.append(Log("INFO", f"{self.client}: 461: {why}"))
-                    self._reply(
-                        out, 461, req.cseq, [("X-Mediacache-Error", why)],
-                        reason=f"Unsupported Transport ({why})",
-                    )  # fmt: skip
-                else:
-                    self._reply(out, 461, req.cseq)
-                return
+        if spec is not None:
             index = len(self.tracks)
             pending.track_index = index
             pending.client_transport = spec
@@ -889,6 +926,9 @@ class RtspProxyLayer:
         if pending.purpose == "reconnect":
             self._reconnect_step(resp, pending, out)
             return
+        if pending.purpose == "greeting":
+            self.dialect.origin_greeted(resp.headers)
+            return
         if pending.purpose == "deferred-play":
             self._deferred_play_done(resp, pending, out)
             return
@@ -986,11 +1026,8 @@ class RtspProxyLayer:
             used = {c for t in self.tracks if t.client_channels for c in t.client_channels}
             channels = spec.interleaved
             if channels is None or channels[0] in used or channels[1] in used:
-                base = 2 * pending.track_index
-                while base in used or base + 1 in used:
-                    base += 2
-                channels = (base, base + 1)
-            if single and (spec.interleaved is None or spec.interleaved[0] == spec.interleaved[1]):
+                channels = self.dialect.client_channels(pending.track_index, req, used)
+            elif single and channels[0] == channels[1]:
                 channels = (channels[0], channels[0])
             rtp_sink = self.dialect.client_sink(
                 plane.interleaved_sink(self.client, channels[0]), req, rtp_ch, channels[0]
@@ -1604,6 +1641,8 @@ class RtspProxyLayer:
             headers = headers.add("Transport", spec.build())
             if index and self.origin_session:
                 headers = headers.add("Session", self.origin_session)
+            url = self.setup_controls[index]
+            headers = self.dialect.request_to_origin(Request("SETUP", url, headers), headers)
             pending = _Pending(None, "reconnect", track_index=index)
             self._send_origin(out, "SETUP", self.setup_controls[index], headers, b"", pending)
             return

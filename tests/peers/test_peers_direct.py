@@ -46,7 +46,6 @@ def _basic(userpass: str) -> dict[str, str]:
 def test_vod_tcp_equals_udp(gst_origin: GstRtspOrigin) -> None:
     """PEERS.md: through the GStreamer origin, UDP and TCP give identical packet lists."""
     url = gst_origin.url(VOD)
-    connections_before = gst_origin.connections_total  # the helper's OPTIONS probe
     with ThreadPoolExecutor(2) as pool:
         tcp, udp = pool.map(
             lambda t: peers.ffmpeg_framemd5(url, transport=t, timeout=20), ["tcp", "udp"]
@@ -60,7 +59,6 @@ def test_vod_tcp_equals_udp(gst_origin: GstRtspOrigin) -> None:
     assert gst_origin.sessions_total == 2
     assert len(gst_origin.requests("PLAY")) == 2
     assert len(gst_origin.requests("TEARDOWN")) == 2
-    assert gst_origin.connections_total - connections_before == 2
 
 
 def test_live_mount_serves_concurrent_joiners(gst_origin: GstRtspOrigin) -> None:

@@ -32,7 +32,7 @@ from mediacache.cache.store import Fill
 from mediacache.rtsp.caching import Recorder, variant_key
 from mediacache.rtsp.headers import TransportSpec
 from mediacache.rtsp.message import Headers, Request
-from mediacache.rtsp.proxy import RtspDialect, Track
+from mediacache.rtsp.proxy import VIA, RtspDialect, Track
 from mediacache.rtsp.replay import Replay
 from mediacache.sansio.layer import Sink
 from mediacache_realmedia.caching import (
@@ -48,6 +48,7 @@ from mediacache_realmedia.ldap import LdapAuthenticator
 from mediacache_realmedia.sdp import format_subscribe, parse_subscribe
 
 REAL_PROTOCOLS = ("x-pn-tng/", "x-real-rdt/")
+SERVER = "mediacache (RealProxy-compatible)"
 _STREAMID = re.compile(r"streamid=(\d+)/?$")
 
 
@@ -65,8 +66,10 @@ class RealDialect(RtspDialect):
         self.subscription: dict[int, frozenset[int]] = {}
         self.client_challenge = secrets.token_hex(16)
         """The RealChallenge1 we give the client (32 characters: clients take up to 56)."""
+        self.client_verified = False
         self.origin_challenge: str | None = None
-        self.challenge_answered = False
+        """The RealChallenge1 of the current origin connection."""
+        self.origin_answered = False
 
     # -- transports -----------------------------------------------------------------------------
 
@@ -91,6 +94,15 @@ class RealDialect(RtspDialect):
         ldap = getattr(settings, "ldap", None)
         return LdapAuthenticator(ldap) if ldap is not None else None
 
+    def client_channels(self, track_index: int, req: Request, used: set[int]) -> tuple[int, int]:
+        """One channel, the stream number, as the origin gives a player that named none: VLC
+        routes RDT by set id, GStreamer by channel, and both must agree."""
+        channel = _stream_number(req.uri)
+        channel = track_index if channel is None else channel
+        while channel in used:
+            channel += 1
+        return channel, channel
+
     def client_sink(
         self, sink: Sink, req: Request, origin_channel: int, client_channel: int | None
     ) -> Sink:
@@ -104,9 +116,30 @@ class RealDialect(RtspDialect):
 
     # -- RealChallenge and Subscribe ------------------------------------------------------------
 
+    def request_uri(self, uri: str) -> str:
+        """VLC's realrtsp sends its SETUPs to ``HOST:PORT/path`` (no scheme), which a
+        RealServer takes: so do we."""
+        if uri != "*" and "://" not in uri and not uri.startswith("/") and "/" in uri:
+            return "rtsp://" + uri
+        return uri
+
+    def options_headers(self) -> list[tuple[str, str]]:
+        # VLC takes a server for Real only if its name says so, and answers our challenge
+        return [("Server", SERVER), ("RealChallenge1", self.client_challenge)]
+
+    def origin_greeting(self) -> Headers:
+        """Every origin connection starts with our OPTIONS: its RealChallenge1 is what our
+        first SETUP there must answer (also after a live feed reconnects)."""
+        self.origin_challenge = None
+        self.origin_answered = False
+        return Headers([("ClientChallenge", secrets.token_hex(16)), ("Via", VIA)])
+
+    def origin_greeted(self, headers: Headers) -> None:
+        self.origin_challenge = headers.get("RealChallenge1") or self.origin_challenge
+
     def refuse(self, req: Request) -> tuple[int, str] | None:
         answer = req.headers.get("RealChallenge2")
-        if req.method != "SETUP" or answer is None or self.challenge_answered:
+        if req.method != "SETUP" or answer is None or self.client_verified:
             return None
         response, _, rest = answer.partition(",")
         sd = rest.strip()
@@ -115,17 +148,18 @@ class RealDialect(RtspDialect):
         want, want_sd = real_challenge_response(self.client_challenge)
         if response.strip().lower() != want or (sd and sd.lower() != want_sd):
             return 400, "wrong RealChallenge2"
+        self.client_verified = True
         return None
 
     def request_to_origin(self, req: Request, headers: Headers) -> Headers:
         if req.method == "OPTIONS" and "ClientChallenge" in headers:
             headers = headers.with_("ClientChallenge", secrets.token_hex(16))
-        elif req.method == "SETUP" and "RealChallenge2" in headers:
-            self.challenge_answered = True
+        elif req.method == "SETUP":
             headers = headers.without("RealChallenge2")
-            if self.origin_challenge is not None:
+            if not self.origin_answered and self.origin_challenge is not None:
                 response, checksum = real_challenge_response(self.origin_challenge)
                 headers = headers.add("RealChallenge2", f"{response}, sd={checksum}")
+                self.origin_answered = True
         elif req.method == "SET_PARAMETER":
             self._note_subscription(headers)
         return headers
@@ -133,7 +167,8 @@ class RealDialect(RtspDialect):
     def response_to_client(self, req: Request, headers: Headers) -> Headers:
         challenge = headers.get("RealChallenge1")
         if challenge is not None:
-            self.origin_challenge = challenge
+            if not self.origin_answered:
+                self.origin_challenge = challenge
             headers = headers.with_("RealChallenge1", self.client_challenge)
         return headers
 

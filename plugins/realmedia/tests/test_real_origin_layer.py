@@ -573,7 +573,9 @@ def test_plugin_registers_the_format_with_the_real_proxy_layer() -> None:
                               "Transport: x-pn-tng/tcp;interleaved=4"))  # fmt: skip
     (origin,) = pb.opened_connections(out)
     out = pb.opened(origin)
-    (sent,) = pb.sent_to(origin, out)
+    greeting, sent = pb.sent_to(origin, out)
+    # first our own OPTIONS: its RealChallenge1 is what our first SETUP must answer
+    assert greeting.startswith(b"OPTIONS ") and b"ClientChallenge: " in greeting
     assert b"Transport: x-pn-tng/tcp;interleaved=4\r\n" in sent
     out = pb.client_sends(req("SETUP", "rtsp://192.0.2.9/a.rm/streamid=1", 4,
                               "Transport: RTP/AVP;unicast;client_port=5000-5001"))  # fmt: skip
