@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediacache.sansio.events import Notify
 from mediacache.sansio.layer import Sink
 
 
@@ -85,6 +86,19 @@ class LiveFeed:
     posts: dict[object, Callable[[Any], None]] = field(default_factory=dict)
     """How to notify each joiner (its session's ``post``) when the feed ends."""
     ended: str | None = None
+    idle_since: float | None = None
+    """Since when the feed has had no viewer (its owner's session lingers, then ends it)."""
+
+    def linger_over(self, now: float, linger: float) -> bool:
+        """Asked about once a second by the owner's session: has the feed had no viewer for
+        ``linger`` seconds? (A viewer coming back starts the count again.)"""
+        if self.viewers:
+            self.idle_since = None
+            return False
+        if self.idle_since is None:
+            self.idle_since = now
+            return False
+        return now - self.idle_since >= linger
 
     def join(self, viewer: object, sinks: dict[str, tuple[Sink, Sink]]) -> None:
         for control, (rtp, rtcp) in sinks.items():
@@ -129,6 +143,12 @@ class SplitterService:
         return feed
 
     def end(self, feed: LiveFeed, reason: str) -> None:
+        """The feed is over: no new joiner finds it, and every viewer but its owner is told
+        (a ``feed-ended`` :class:`~mediacache.sansio.events.Notify` through its ``post``)."""
         feed.ended = reason
         if self.feeds.get(feed.key) is feed:
             del self.feeds[feed.key]
+        for viewer in list(feed.viewers - {feed.owner}):
+            post = feed.posts.get(viewer)
+            if post is not None:
+                post(Notify("feed-ended", reason))

@@ -381,7 +381,6 @@ class RtspProxyLayer:
         self.feed: LiveFeed | None = None
         self.feed_key: tuple[str, str, str] | None = None
         self.feed_role: str | None = None  # owner | joiner
-        self.feed_idle_since: float | None = None
         self.feed_rtcp: dict[int, bool] = {}  # origin RTCP channel -> BYE seen
         self.reconnecting: float | None = None  # when the feed's origin connection dropped
         self.reconnect_attempt = 0
@@ -1476,7 +1475,7 @@ class RtspProxyLayer:
         ):
             feed.leave(self, self._feed_sinks())
             self.background = True
-            self.feed_idle_since = None
+            feed.idle_since = None
             for track in self.tracks:  # the fan-outs stay: they feed the other viewers
                 for addr in track.watched:
                     out.append(UnwatchDatagrams(addr))
@@ -1677,12 +1676,7 @@ class RtspProxyLayer:
         feed, splitter = self.feed, self.ctx.splitter
         if feed is None or splitter is None:
             return
-        now = self.ctx.monotonic()
-        if feed.viewers:
-            self.feed_idle_since = None
-        elif self.feed_idle_since is None:
-            self.feed_idle_since = now
-        elif now - self.feed_idle_since >= splitter.linger:
+        if feed.linger_over(self.ctx.monotonic(), splitter.linger):
             self._shutdown(out, "live feed released (no viewers)", notify_origin=True)
             return
         out.append(SetTimer("feed-linger", 1.0))
@@ -1698,10 +1692,6 @@ class RtspProxyLayer:
             return
         if splitter is not None:
             splitter.end(feed, reason)
-        for viewer in list(feed.viewers - {self}):
-            post = feed.posts.get(viewer)
-            if post is not None:
-                post(Notify("feed-ended", reason))
         out.append(Log("INFO", f"{self.client}: live feed of {feed.key[1]} ended: {reason}"))
 
     def _stop_cache_use(self, out: list[Command]) -> None:

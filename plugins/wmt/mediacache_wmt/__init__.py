@@ -3,9 +3,10 @@
 :mod:`mediacache_wmt.wire.mms` frames and parses MMS command and data packets,
 :mod:`mediacache_wmt.wire.asf` reads and rewrites ASF headers and data packets,
 :mod:`mediacache_wmt.origin` is the reference MMS origin (``mediacache origin wmt``) and
-:mod:`mediacache_wmt.plugin` registers the ``wmt`` format (its proxy layer is still a
-placeholder, :mod:`mediacache_wmt.layer`). :mod:`mediacache_wmt.testing` has an in-process
-origin and a blocking MMS client for tests.
+:mod:`mediacache_wmt.plugin` registers the ``wmt`` format, whose proxy layer is
+:mod:`mediacache_wmt.layer` (targets in :mod:`mediacache_wmt.routing`, per-player data and the
+cache replay in :mod:`mediacache_wmt.delivery`). :mod:`mediacache_wmt.testing` has a blocking MMS
+client for tests.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ __all__ = [
     "OriginState",
     "Phase",
     "basic_token",
+    "error_reply",
     "reference_origin",
 ]
 
@@ -348,7 +349,7 @@ class _Play:
 # --- the layer ------------------------------------------------------------------------------------
 
 
-def _error_reply(cmd: mms.MmsCommand, hr: int) -> mms.MmsCommand | None:
+def error_reply(cmd: mms.MmsCommand, hr: int) -> mms.MmsCommand | None:
     """The reply ``cmd`` would get, carrying the error ``hr`` (None: it has no reply)."""
     incarnation = getattr(cmd, "play_incarnation", 0)
     match cmd:
@@ -472,7 +473,7 @@ class MmsOriginLayer:
         if cmd.direction is mms.Direction.TO_CLIENT:
             raise MmsProtocolError(f"a player sent server message {type(cmd).__name__}")
         if type(cmd) not in ACCEPTS[self.phase]:
-            reply = _error_reply(cmd, mms.HResult.UNEXPECTED)
+            reply = error_reply(cmd, mms.HResult.UNEXPECTED)
             out = [self._reply(reply)] if reply is not None else []
             out.append(Log(
                 "WARNING",

@@ -351,6 +351,7 @@ def test_data_packet_round_trip_and_scanner_agrees(case):
     assert (parsed.send_time, parsed.duration, parsed.sequence) == (
         packet.send_time, packet.duration, packet.sequence)
     assert asf.build_data_packet(parsed, size) == wire
+    assert asf.packet_send_time(wire) == packet.send_time
     spans = asf.scan_payloads(wire)
     assert [s.stream & 0x7F for s in spans] == [p.stream_number for p in parsed.payloads]
     assert [bool(s.stream & 0x80) for s in spans] == [p.key_frame for p in parsed.payloads]
@@ -380,6 +381,7 @@ def test_garbage_into_every_asf_parser(data):
     only_protocol_errors(asf.parse_asf_header, asf.HEADER_OBJECT_GUID.bytes_le + data)
     only_protocol_errors(asf.parse_data_packet, data)
     only_protocol_errors(asf.scan_payloads, data)
+    only_protocol_errors(asf.packet_send_time, data)
     only_protocol_errors(lambda d: asf.filter_streams(d, frozenset({1}), 400), data)
     only_protocol_errors(lambda d: list(asf.iter_data_packets(d, 7)), data)
 

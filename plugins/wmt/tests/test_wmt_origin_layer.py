@@ -24,7 +24,6 @@ from mediacache.sansio.commands import (
     SetTimer,
 )
 from mediacache.testing.playbook import Playbook, RecordingDataPlane
-from mediacache_wmt.layer import NOT_IMPLEMENTED_TEXT, PlaceholderProxyLayer
 from mediacache_wmt.origin import (
     ACCEPTS,
     LEAD,
@@ -555,20 +554,6 @@ def test_shift_times_moves_send_and_presentation_times_only():
             assert (y.data, y.stream_number, y.media_object_number) == (
                 x.data, x.stream_number, x.media_object_number)
     assert asf.shift_times(packets[0], 0) is packets[0]
-
-
-def test_the_placeholder_proxy_layer_refuses_with_an_mms_error():
-    pb = Playbook(PlaceholderProxyLayer, settings=WmtConfig(), format_name="wmt")
-    pb.start()
-    out = pb.client_sends(mms.build_command(mms.Connect("x", play_incarnation=3), sequence=0))
-    [reply] = messages(out)
-    assert isinstance(reply, mms.ReportConnectedEx)
-    assert reply.hr == mms.HResult.NOT_IMPLEMENTED and reply.version_info == NOT_IMPLEMENTED_TEXT
-    assert closes(out) == [CloseConnection(pb.client, drain=True)]
-    assert pb.client_sends(b"more") == []
-    garbage = Playbook(PlaceholderProxyLayer, settings=WmtConfig(), format_name="wmt")
-    assert closes(garbage.client_sends(b"\x00" * 64)) == [CloseConnection(garbage.client,
-                                                                         drain=True)]
 
 
 def test_the_wmt_format_is_registered_with_its_origin():

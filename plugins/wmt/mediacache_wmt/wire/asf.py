@@ -100,6 +100,7 @@ __all__ = [
     "filter_streams",
     "header_for_streams",
     "iter_data_packets",
+    "packet_send_time",
     "parse_asf_header",
     "parse_data_packet",
     "scan_payloads",
@@ -1259,6 +1260,25 @@ def scan_payloads(data: bytes, packet_size: int | None = None) -> list[PayloadSp
     """The payloads of a packet without copying them (``struct`` only: per-packet hot path)."""
     try:
         return _layout(data, len(data) if packet_size is None else packet_size).spans
+    except (IndexError, struct.error) as exc:
+        raise MmsProtocolError(f"malformed ASF data packet: {exc}") from exc
+
+
+def packet_send_time(packet: bytes | memoryview) -> int:
+    """The send time (ms) of a data packet, read without walking its payloads.
+
+    A cache fill stamps every packet with it, so the replay keeps the origin's own pacing.
+    """
+    try:
+        pos = 0
+        if packet[0] & 0x80:
+            if packet[0] & 0x70:
+                flags = packet[0]
+                raise MmsProtocolError(f"ASF error correction flags 0x{flags:02x} not supported")
+            pos = 1 + (packet[0] & 0x0F)
+        ltf = packet[pos]
+        pos += 2 + sum(_VAR_SIZES[(ltf >> shift) & 3] for shift in (5, 1, 3))
+        return int(_U32.unpack_from(packet, pos)[0])
     except (IndexError, struct.error) as exc:
         raise MmsProtocolError(f"malformed ASF data packet: {exc}") from exc
 
