@@ -68,20 +68,19 @@ def test_tcp_through_the_proxy_equals_the_file(origin: OriginThread, file_video:
     assert len(file_video) > 50 and got == file_video
 
 
-def test_forward_mode_with_the_origins_url(origin: OriginThread) -> None:
-    """A Real player configured with the proxy sends the origin's absolute URL (ffprobe has no
-    proxy setting, so a small client sends it): the proxy relays the Real dialect."""
-    from mediacache.testing.rtspclient import MiniRtspClient
+def test_forward_mode_with_the_origins_url(origin: OriginThread, root: Path) -> None:
+    """A Real player configured with the proxy sends the origin's absolute URLs (ffprobe has
+    no proxy setting, so the raw client does): a whole session, the proxy's own challenge."""
+    from mediacache_realmedia.testing import RealClient
+    from mediacache_realmedia.wire.rmf import parse_rm
 
-    with ProxyThread("") as p, MiniRtspClient("127.0.0.1", p.port("realmedia")) as c:
-        r = c.request(
-            "OPTIONS",
-            origin.url("clip.rm"),
-            [("ClientChallenge", "9e26d33f2984236010ef6253fb1887f7")],
-        )
-        assert r.status == 200 and r.headers.get("RealChallenge1")  # the origin's, relayed
-        r = c.request(
-            "DESCRIBE", origin.url("clip.rm"), [("Require", "com.real.retain-entity-for-setup")]
-        )
-        assert r.status == 200 and b"a=ASMRuleBook" in r.body
-        assert "mediacache" in (r.headers.get("Via") or "")
+    with ProxyThread("") as p, RealClient(p.port("realmedia")) as c:
+        c.port = origin.port  # URLs name the origin; the socket goes to the proxy
+        c.start("clip.rm")
+        got = c.collect(8, until_ends=2)
+        assert c.challenge and c.events[0].headers.get("Via", "").endswith("mediacache")
+        assert c.request("TEARDOWN", c.url("clip.rm")).status == 200
+        records = p.wait_records(1)
+    rm = parse_rm((root / "clip.rm").read_bytes())
+    assert [p.payload for _, p in got.data] == [p.payload for p in rm.packets]
+    assert records[0].url == origin.url("clip.rm")
