@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import urllib.parse
 from typing import IO, Literal
 
 import msgspec
@@ -50,7 +51,12 @@ class AccessRecord(msgspec.Struct, kw_only=True):
 
 
 def _field(value: str) -> str:
-    return value.replace(" ", "%20") if value else "-"
+    """One space-free squid field: ``-`` for empty; ``%``, space and a lone ``-`` escaped, so
+    :func:`parse_squid` gets every value back exactly."""
+    if not value:
+        return "-"
+    value = value.replace("%", "%25").replace(" ", "%20")
+    return "%2D" if value == "-" else value
 
 
 def format_squid(rec: AccessRecord) -> str:
@@ -99,7 +105,7 @@ def parse_squid(line: str) -> AccessRecord:
     ) = line.rstrip("\n").split(" ", 11)
 
     def unfield(v: str) -> str:
-        return "" if v == "-" else v.replace("%20", " ")
+        return "" if v == "-" else urllib.parse.unquote(v)
 
     result, _, status = result_status.partition("/")
     end_f = float(end)
