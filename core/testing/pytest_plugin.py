@@ -8,6 +8,9 @@ Registered as the ``pytest11`` entry point ``mediacache``. Fixtures:
 - ``gst_origin``: a GStreamer RTSP origin serving ``h264_clip`` at ``/vod/clip.mp4`` and a shared
   live stream at ``/live``.
 
+Tests marked ``peers`` or ``realtime`` get one rerun when pytest-rerunfailures is installed (see
+:func:`pytest_collection_modifyitems`).
+
 ``requires_peer("vlc", ...)`` (a function, or the marker ``@pytest.mark.requires_peer(...)``)
 skips when a peer is missing. Under ``CI=true`` a missing peer fails the test instead: CI installs
 every peer (``scripts/install-peers``), so a skip there would hide a broken install step.
@@ -41,6 +44,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "requires_peer(*names): skip unless these peers are installed "
         "(ffmpeg, gstreamer, vlc, tshark, slapd, haproxy)",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``peers`` or ``realtime`` play in real time, several at once on a shared
+    machine: a starved encoder or a late scheduler can fail one. Each gets one rerun (with
+    pytest-rerunfailures; ``-ra`` lists every RERUN, so a flaky test stays visible); a broken
+    feature fails both runs. Unit and property tests are never rerun."""
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return
+    for item in items:
+        timed = item.get_closest_marker("peers") or item.get_closest_marker("realtime")
+        if timed and not item.get_closest_marker("flaky"):
+            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -79,8 +79,9 @@ def test_live_mount_serves_concurrent_joiners(gst_origin: GstRtspOrigin) -> None
 
 
 def test_ffprobe_packets_interrupts_a_stream_that_does_not_end(gst_origin: GstRtspOrigin) -> None:
+    # a loaded machine starts GStreamer's live encoder late: ffprobe must see packets first
     rows = peers.ffprobe_packets(
-        gst_origin.url("live"), timeout=2.0, extra_args=["-rtsp_transport", "tcp"]
+        gst_origin.url("live"), timeout=6.0, extra_args=["-rtsp_transport", "tcp"]
     )
     assert len(rows) > 10
     assert {kind for kind, _, _ in rows} == {"video"}

@@ -25,6 +25,8 @@ from mediacache.testing.proxy import free_udp_range
 from mediacache_realmedia.testing import RealClient, ffmpeg_rm, surestream_clip
 from mediacache_realmedia.wire.rmf import parse_rm
 
+pytestmark = pytest.mark.realtime
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:

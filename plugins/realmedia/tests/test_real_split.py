@@ -100,10 +100,10 @@ def test_ffprobe_joins_a_live_feed(proxy: ProxyThread) -> None:
     """ffmpeg subscribes after its PLAY: the proxy answers the PLAY, and the Subscribe that
     follows makes it a viewer of the running feed (no PLAY at the origin)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        holder = pool.submit(watch, proxy.port("realmedia"), 6.0)
+        holder = pool.submit(watch, proxy.port("realmedia"), 8.0)
         time.sleep(1.0)
         url = f"rtsp://127.0.0.1:{proxy.port('realmedia')}/{PATH}"
-        got = ffprobe_packets(url, 3, extra_args=["-rtsp_transport", "tcp"])
+        got = ffprobe_packets(url, 5, extra_args=["-rtsp_transport", "tcp"])
         holder.result().close()
     assert len([p for p in got if p[0] == "video"]) > 10
     records = proxy.wait_records(2)

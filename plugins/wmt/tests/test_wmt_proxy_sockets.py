@@ -28,7 +28,10 @@ from mediacache.testing.origin import OriginThread
 from mediacache.testing.proxy import ProxyThread
 from mediacache_wmt.wire import mms
 
-pytestmark = pytest.mark.skipif(not have("ffmpeg"), reason="needs ffmpeg to make the clips")
+pytestmark = [
+    pytest.mark.realtime,
+    pytest.mark.skipif(not have("ffmpeg"), reason="needs ffmpeg to make the clips"),
+]
 
 
 @pytest.fixture
