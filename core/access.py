@@ -62,6 +62,8 @@ class CheckResult(Protocol):
     ok: bool
     reason: str
     """Why not (never the password); logged."""
+    unavailable: bool
+    """No answer could be had (server down, broken, misconfigured): 503, not 401."""
 
 
 class ClientAuthenticator(Protocol):

@@ -849,8 +849,17 @@ class RtspProxyLayer:
             self.auth_user = user
             out.append(Log("INFO", f"{self.client}: user {user!r} authenticated"))
             return
-        out.append(Log("WARNING", f"{self.client}: user {user!r} refused: {result.reason}"))
         self.auth_header = None
+        if result.unavailable:
+            why = "authentication server unavailable"
+            out.append(Log("ERROR", f"{self.client}: user {user!r} not checked: {result.reason}"))
+            req = self.queue.popleft()
+            self._reply(
+                out, 503, req.cseq, [("X-Mediacache-Error", why)],
+                reason=f"Service Unavailable ({why})",
+            )  # fmt: skip
+            return
+        out.append(Log("WARNING", f"{self.client}: user {user!r} refused: {result.reason}"))
         self._refuse_credentials(out)
 
     def _refuse_credentials(self, out: list[Command]) -> None:

@@ -117,6 +117,9 @@ class LdapResult:
     reason: str
     dn: str = ""
     """The user's entry, when it was found."""
+    unavailable: bool = False
+    """The directory could not give an answer (unreachable, silent, broken, misconfigured):
+    not the user's fault, so the proxy answers 503, not 401."""
 
 
 class _Step(enum.Enum):
@@ -277,7 +280,9 @@ class LdapCheck:
 
     def timed_out(self) -> None:
         """The caller's timer (``settings.timeout``) fired before a result."""
-        self._finish(False, f"LDAP server did not answer within {self.settings.timeout:g} s")
+        self._finish(
+            False, f"LDAP server did not answer within {self.settings.timeout:g} s", down=True
+        )
 
     def connection_closed(self, detail: str = "") -> None:
         """The connection to the server closed, or could not be opened, before a result.
@@ -285,7 +290,7 @@ class LdapCheck:
         ``detail`` (e.g. the connect error) is appended to the reason.
         """
         reason = f"LDAP connection closed during the {self._step.value}"
-        self._finish(False, f"{reason}: {detail}" if detail else reason)
+        self._finish(False, f"{reason}: {detail}" if detail else reason, down=True)
 
     # ------------------------------------------------------------------ internals
 
@@ -305,17 +310,19 @@ class LdapCheck:
         self._pending_id = mid
         return data
 
-    def _finish(self, ok: bool, reason: str, dn: str = "") -> None:
+    def _finish(self, ok: bool, reason: str, dn: str = "", *, down: bool = False) -> None:
         if self._result is not None:
             return
         if self._password and self._password in reason:  # a server quoting it back
             reason = reason.replace(self._password, "***")
-        self._result = LdapResult(ok, reason, dn)
+        self._result = LdapResult(ok, reason, dn, unavailable=down)
         self._step = _Step.DONE
         self._buf.clear()
 
     def _fail_protocol(self, why: str) -> bytes:
-        self._finish(False, f"malformed LDAP answer during the {self._step.value}: {why}")
+        self._finish(
+            False, f"malformed LDAP answer during the {self._step.value}: {why}", down=True
+        )
         return b""
 
     def _on_frame(self, frame: bytes) -> bytes:
@@ -336,7 +343,9 @@ class LdapCheck:
 
     def _dispatch(self, mid: int, name: str, body: Any) -> bytes:
         if mid == 0 and name == "extendedResp":  # Notice of Disconnection (RFC 4511 4.4.1)
-            self._finish(False, f"LDAP server ended the session: {self._describe(body)}")
+            self._finish(
+                False, f"LDAP server ended the session: {self._describe(body)}", down=True
+            )
             return b""
         if mid != self._pending_id:
             return self._fail_protocol(f"answer to message {mid}, expected {self._pending_id}")
@@ -358,7 +367,7 @@ class LdapCheck:
         if step is _Step.SERVICE_BIND:
             if code != _RESULT_SUCCESS:
                 self._finish(False, f"service bind as {self.settings.bind_dn!r} failed: "
-                             f"{self._describe(body)}")  # fmt: skip
+                             f"{self._describe(body)}", down=True)  # fmt: skip
                 return b""
             self._step = _Step.SEARCH
             return self._request(lambda m: _search_request(m, self.settings, self._user), "search")
@@ -377,7 +386,7 @@ class LdapCheck:
         if found > 1 or code == _RESULT_SIZE_LIMIT:
             self._finish(False, f"user {self._user!r} is ambiguous: {found}+ entries match")
         elif code != _RESULT_SUCCESS:
-            self._finish(False, f"user search failed: {self._describe(body)}")
+            self._finish(False, f"user search failed: {self._describe(body)}", down=True)
         elif found == 0:
             self._finish(False, f"no such user {self._user!r}")
         else:

@@ -126,7 +126,7 @@ def test_right_password_fed_byte_by_byte(slapd: SlapdServer) -> None:
 @pytest.mark.peers
 def test_wrong_password(slapd: SlapdServer) -> None:
     result = check(slapd, "alice", "not-wonderland")
-    assert not result.ok
+    assert not result.ok and not result.unavailable  # the user's fault: 401
     assert "wrong password" in result.reason
     assert "not-wonderland" not in result.reason
 
@@ -415,3 +415,16 @@ def test_overlong_user_refused() -> None:
     c = LdapCheck(LdapSettings(), "u" * 1000, "pw")
     assert c.result is not None and not c.result.ok
     assert c.start() == b""
+
+
+def test_a_silent_or_closed_server_is_unavailable_not_a_refusal() -> None:
+    """The proxy answers 503 for these (the directory's trouble), 401 only for a refusal."""
+    settings = LdapSettings(url="ldap://127.0.0.1:1", base_dn="dc=example,dc=test")
+    silent = LdapCheck(settings, "alice", "wonderland")
+    assert silent.start()
+    silent.timed_out()
+    assert silent.result is not None and silent.result.unavailable and not silent.result.ok
+    refused = LdapCheck(settings, "alice", "wonderland")
+    refused.connection_closed("Connection refused")
+    assert refused.result is not None and refused.result.unavailable
+    assert "Connection refused" in refused.result.reason

@@ -143,3 +143,21 @@ def test_no_credentials_get_a_basic_challenge(proxy: ProxyThread) -> None:
         # the connection stays usable: the player asks again with credentials
         reply = c.request("OPTIONS", c.url("r/clip.rm"), session=False)
         assert reply.status == 401
+
+
+def test_an_unreachable_directory_is_503_not_401(
+    relay: ByteCountingRelay, log_lines: list[str]
+) -> None:
+    from mediacache.testing.peers import free_port
+
+    config = (
+        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{relay.port}/'\n"
+        f"[formats.realmedia.ldap]\nurl='ldap://127.0.0.1:{free_port()}'\nbase_dn='dc=x'\n"
+    )
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    with ProxyThread(config) as p, RealClient(p.port("realmedia")) as c:
+        reply = c.request("DESCRIBE", c.url("r/clip.rm"), [("Authorization", f"Basic {token}")])
+        assert reply.status == 503 and "authentication server" in reply.reason
+    assert not relay.connections
+    assert any("not checked" in line for line in log_lines)
+    assert not any(PASSWORD in line for line in log_lines)
