@@ -47,6 +47,9 @@ class FormatSpec:
     make_layer: Callable[[SessionContext], Layer]
     reference_origin: Callable[[OriginOptions], Callable[[SessionContext], Layer]] | None = None
     origin_schemes: tuple[str, ...] = ("rtsp",)
+    http_tunnel: bool = False
+    """Does the listener also take RTSP-over-HTTP tunnels (Apple's GET/POST pair with an
+    ``x-sessioncookie``)? For RTSP formats; see :mod:`mediacache.server.httptunnel`."""
     prefetch: Callable[[str, str, int], Awaitable[Any]] | None = None
     """``prefetch(url, proxy_host, proxy_port)``: play ``url`` through the proxy's own
     listener to fill the cache (``mediacache cache prefetch``); returns a result with

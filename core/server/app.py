@@ -28,6 +28,7 @@ from mediacache.formats import FormatSpec, OriginOptions
 from mediacache.plugins import PluginHost
 from mediacache.sansio.layer import Layer, SessionContext
 from mediacache.server.admin import AdminServer
+from mediacache.server.httptunnel import TunnelBroker, TunnellingClientProtocol
 from mediacache.server.playout import PlayoutScheduler
 from mediacache.server.session import ClientProtocol, SessionDriver
 from mediacache.server.udp import UdpPool
@@ -130,8 +131,16 @@ class ProxyServer:
             )
             pool.open(self.loop)
             service.pool = pool
+        def make_session(conn: Any, transport: Any) -> SessionDriver:
+            return self._new_session(service, conn, transport)
+
+        if service.spec.http_tunnel:
+            broker = TunnelBroker()
+            protocol: Any = lambda: TunnellingClientProtocol(make_session, broker)  # noqa: E731
+        else:
+            protocol = lambda: ClientProtocol(make_session)  # noqa: E731
         service.server = await self.loop.create_server(
-            lambda: ClientProtocol(lambda conn, tr: self._new_session(service, conn, tr)),
+            protocol,
             host=host or None,
             port=port,
             reuse_address=True,

@@ -407,6 +407,13 @@ class SessionDriver:
         else:
             transport.close()
 
+    def retire(self) -> None:
+        """End this session without a word to its layer and without closing its client
+        connection, which now serves another purpose (the POST half of an HTTP tunnel)."""
+        self.transports.pop(self.client, None)
+        self.layer = None
+        self._teardown()
+
     def _teardown(self) -> None:
         """Release everything this session holds, whatever the layer did."""
         if self.done:

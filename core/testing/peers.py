@@ -500,7 +500,7 @@ def _parse_framemd5(text: str) -> list[FrameMd5]:
 def ffmpeg_framemd5(
     url: str,
     *,
-    transport: Literal["tcp", "udp"] | None = None,
+    transport: Literal["tcp", "udp", "http"] | None = None,
     timeout: float = 60.0,
     extra_args: Sequence[str] = (),
     input_args: Sequence[str] = (),

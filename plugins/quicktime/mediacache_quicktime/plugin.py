@@ -27,9 +27,15 @@ QUICKTIME = FormatSpec(
     name="quicktime",
     version=__version__,
     description="QuickTime / standard RTSP (RFC 2326) with RTP/RTCP (RFC 3550)",
-    protocols=("RTSP/1.0", "RTP/AVP (UDP)", "RTP/AVP/TCP (interleaved)"),
+    protocols=(
+        "RTSP/1.0",
+        "RTP/AVP (UDP)",
+        "RTP/AVP/TCP (interleaved)",
+        "RTSP over HTTP (tunnelled)",
+    ),
     config_type=QuickTimeConfig,
     make_layer=make_layer,
+    http_tunnel=True,
     prefetch=prefetch_rtsp,
 )
 

@@ -60,7 +60,7 @@ def proxied(proxy: ProxyThread, path: str = "/vod/clip.mp4") -> str:
     return f"rtsp://127.0.0.1:{proxy.port('quicktime')}{path}"
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "http"])
 def test_ffmpeg_through_the_proxy_gets_the_origins_packets(
     proxy: ProxyThread,
     direct: list,

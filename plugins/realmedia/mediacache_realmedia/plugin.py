@@ -32,9 +32,15 @@ REALMEDIA = FormatSpec(
     name="realmedia",
     version=__version__,
     description="RealMedia: Real's RTSP dialect (RealChallenge, ASM Subscribe) with RDT, .rm",
-    protocols=("RTSP/1.0 (Real)", "x-pn-tng/x-real-rdt (UDP)", "RDT interleaved (TCP)"),
+    protocols=(
+        "RTSP/1.0 (Real)",
+        "x-pn-tng/x-real-rdt (UDP)",
+        "RDT interleaved (TCP)",
+        "RTSP over HTTP (tunnelled)",
+    ),
     config_type=RealConfig,
     make_layer=make_layer,
+    http_tunnel=True,
     reference_origin=reference_origin,
 )
 

@@ -68,6 +68,20 @@ def test_tcp_through_the_proxy_equals_the_file(origin: OriginThread, file_video:
     assert len(file_video) > 50 and got == file_video
 
 
+def test_rtsp_over_http_through_the_proxy_equals_the_file(
+    origin: OriginThread,
+    file_video: list,  # type: ignore[type-arg]
+) -> None:
+    """ffmpeg's ``-rtsp_transport http``: Apple's GET/POST tunnel on the Real port."""
+    config = (
+        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
+    )
+    with ProxyThread(config) as p:
+        got = video(f"rtsp://127.0.0.1:{p.port('realmedia')}/r/clip.rm", "http")
+        assert got == file_video
+        assert p.wait_records(1)[0].transport == "tcp"  # interleaved, on the GET connection
+
+
 def test_forward_mode_with_the_origins_url(origin: OriginThread, root: Path) -> None:
     """A Real player configured with the proxy sends the origin's absolute URLs (ffprobe has
     no proxy setting, so the raw client does): a whole session, the proxy's own challenge."""
