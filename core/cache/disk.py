@@ -72,6 +72,7 @@ HEADER_SIZE = 64
 OBJECT_SUFFIX = ".mco"
 TEMP_PREFIX = ".tmp-"
 _CHECKSUM_SIZE = 32
+CHECKSUM_SIZE = _CHECKSUM_SIZE  # bytes of blake2b; the metadata holds it as hex
 _LITTLE = sys.byteorder == "little"
 
 _HEADER = cs.Struct(

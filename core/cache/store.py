@@ -22,7 +22,14 @@ The set of objects on disk is the set of ``objects/*.mco`` files: a restart rebu
 scanning headers. Hit counts, last-use times and pins live in ``state.msgpack``, rewritten
 atomically: at once for pins, at most every ``state_interval`` seconds otherwise, and on close.
 
-The store is synchronous and not thread-safe: one thread (the event loop) calls it.
+The store is synchronous and not thread-safe: one thread (the event loop) calls it. With a
+:class:`DiskWriter` (the server gives one), the slow half of a commit (hashing, writing and
+fsyncing a file of tens of MB: about 3 ms per MB here) runs on the writer's one thread instead:
+the object is servable from memory at once, its bytes are reserved on the disk tier, and the
+file counts as on disk when the write is done (back on the loop thread). Every change to object
+files then goes through that thread, in order: a purge or eviction during a pending write
+queues an unlink behind it, and the write's late result is ignored (each write carries the
+entry's generation). ``close`` waits for the writer.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,7 +65,7 @@ from mediacache.cache.objects import (
     normalize_url,
 )
 
-__all__ = ["CacheStore", "Fill", "FillState"]
+__all__ = ["CacheStore", "DiskWriter", "Fill", "FillState"]
 
 FillState = Literal["filling", "committed", "aborted"]
 Reporter = Callable[[CacheKey | None, str], None]
@@ -94,6 +102,47 @@ class _Entry:
     last_use: float = 0.0
     obj: CachedObject | None = None
     file_size: int | None = None
+    writing: int | None = None
+    """Disk bytes reserved for a file the :class:`DiskWriter` is writing."""
+    generation: int = 0
+    """Bumped whenever a pending write stops being wanted (its result is then ignored)."""
+
+
+class DiskWriter:
+    """One thread that writes object files in order; each result is handed back with
+    ``deliver(callback, future)`` (the server's ``loop.call_soon_threadsafe``)."""
+
+    def __init__(
+        self, deliver: Callable[[Callable[[Future[object]], None], Future[object]], None]
+    ) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mediacache-disk")
+        self._deliver = deliver
+        self.pending: dict[Future[object], Callable[[Future[object]], None]] = {}
+
+    def submit(
+        self, job: Callable[[], object], done: Callable[[Future[object]], None] | None = None
+    ) -> None:
+        future = self._pool.submit(job)
+        if done is not None:
+            self.pending[future] = done
+            future.add_done_callback(self._hand_back)
+
+    def _hand_back(self, future: Future[object]) -> None:
+        try:
+            self._deliver(self._finish, future)
+        except RuntimeError:  # the loop is gone: drain() applies it
+            return
+
+    def _finish(self, future: Future[object]) -> None:
+        done = self.pending.pop(future, None)
+        if done is not None:
+            done(future)
+
+    def drain(self) -> None:
+        """Wait for every queued job; apply the results not yet delivered (at close)."""
+        self._pool.shutdown(wait=True)
+        for future in builtins.list(self.pending):
+            self._finish(future)
 
 
 class Fill:
@@ -356,8 +405,10 @@ class CacheStore:
         on_damaged: Reporter | None = None,
         on_error: Reporter | None = None,
         state_interval: float = 10.0,
+        writer: DiskWriter | None = None,
     ) -> None:
         self._clock = clock
+        self._writer = writer
         self._on_damaged = on_damaged
         self._on_error = on_error
         self._memory_limit = memory_limit
@@ -505,14 +556,15 @@ class CacheStore:
         self._check_open()
         key = fill.key
         table = fill._table()
-        hasher = disk.packet_hasher(table)
+        later = self._writer is not None and self._directory is not None
+        hasher = None if later else disk.packet_hasher(table)  # later: on the writer's thread
         now = self._clock()
         meta = msgspec.structs.replace(
             fill._meta,
             created=now,
             size=len(table.blob),
             packet_count=len(table),
-            checksum=hasher.hexdigest(),
+            checksum=hasher.hexdigest() if hasher is not None else "",
         )
         obj = CachedObject(meta, table)
         self._forget_fill(fill)
@@ -531,8 +583,12 @@ class CacheStore:
             entry.obj = obj
             self._memory_bytes += meta.size
         if self._directory is not None:
-            self._store_on_disk(entry, table, hasher)
-        if entry.obj is None and entry.file_size is None:  # fits no tier: served to this fill only
+            if hasher is not None:
+                self._store_on_disk(entry, table, hasher)
+            else:
+                self._store_on_disk_later(entry, table)
+        if entry.obj is None and entry.file_size is None and entry.writing is None:
+            # fits no tier: served to this fill only
             del self._entries[key]
         self._dirty = True
         fill._finish(obj)
@@ -558,6 +614,62 @@ class CacheStore:
         if replacing:  # never leave the previous content behind under this key
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def _store_on_disk_later(self, entry: _Entry, table: PacketTable) -> None:
+        """Queue the file of ``entry`` on the writer (see the module docstring)."""
+        assert self._writer is not None
+        path = self._object_path(entry.key)
+        if entry.file_size is not None:  # the rename replaces it (a failed write removes it)
+            self._disk_bytes -= entry.file_size
+            entry.file_size = None
+        self._forget_write(entry)
+        placeholder = msgspec.structs.replace(entry.meta, checksum="0" * 2 * disk.CHECKSUM_SIZE)
+        length = disk.file_length(disk.encode_meta(placeholder), table)
+        if not self._make_room(entry, length, disk_tier=True):
+            self._writer.submit(lambda: _unlink(path))
+            return
+        entry.writing = length
+        self._disk_bytes += length
+        generation = entry.generation
+        meta = entry.meta
+
+        def write() -> tuple[ObjectMeta, int]:
+            hasher = disk.packet_hasher(table)
+            full = msgspec.structs.replace(meta, checksum=hasher.hexdigest())
+            try:
+                return full, disk.write_object(path, disk.encode_meta(full), table, hasher)
+            except BaseException:
+                _unlink(path)  # never leave the previous content behind under this key
+                raise
+
+        self._writer.submit(write, lambda f: self._written(entry, generation, f))
+
+    def _written(self, entry: _Entry, generation: int, future: Future[object]) -> None:
+        """A write's result, on the loop thread; ignored if no longer wanted."""
+        if entry.generation != generation or entry.writing is None or self._closed:
+            return
+        self._disk_bytes -= entry.writing
+        entry.writing = None
+        exc = future.exception()
+        if exc is not None:
+            self._report_error(entry.key, f"not written to disk ({exc}); kept in memory only")
+            if entry.obj is None:
+                self._entries.pop(entry.key, None)
+            return
+        full, size = future.result()  # type: ignore[misc]
+        entry.meta = full
+        if entry.obj is not None:
+            entry.obj.meta = full
+        entry.file_size = size
+        self._disk_bytes += size
+        self._dirty = True
+
+    def _forget_write(self, entry: _Entry) -> None:
+        """A pending write of ``entry`` is no longer wanted: unreserve it, ignore its result."""
+        if entry.writing is not None:
+            self._disk_bytes -= entry.writing
+            entry.writing = None
+            entry.generation += 1
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -781,7 +893,11 @@ class CacheStore:
         for entry in self._entries.values():
             if over <= 0:
                 break
-            charge = entry.file_size if disk_tier else (entry.meta.size if entry.obj else 0)
+            charge = (
+                (entry.file_size or entry.writing)
+                if disk_tier
+                else (entry.meta.size if entry.obj else 0)
+            )
             if charge and entry is not keep and not self._is_pinned(entry.key):
                 victims.append(entry)
                 over -= charge
@@ -801,14 +917,19 @@ class CacheStore:
         if entry.obj is not None:
             entry.obj = None  # holders keep theirs; the mapping or buffer goes with the last one
             self._memory_bytes -= entry.meta.size
-        if entry.file_size is None:
+        if entry.file_size is None and entry.writing is None:
             self._entries.pop(entry.key, None)
 
     def _drop_file(self, entry: _Entry) -> None:
-        if entry.file_size is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._object_path(entry.key).unlink()
-            self._disk_bytes -= entry.file_size
+        pending = entry.writing is not None
+        self._forget_write(entry)
+        if entry.file_size is not None or pending:
+            path = self._object_path(entry.key)
+            if self._writer is not None:
+                self._writer.submit(lambda: _unlink(path))  # behind any write of this file
+            else:
+                _unlink(path)
+            self._disk_bytes -= entry.file_size or 0
             entry.file_size = None
         if entry.obj is None:
             self._entries.pop(entry.key, None)
@@ -888,6 +1009,8 @@ class CacheStore:
         try:
             for fill in builtins.list(self._fills.values()):
                 fill.abort("cache closed")
+            if self._writer is not None:
+                self._writer.drain()  # every file written (or removed) before the lock goes
             self._flush_now()
         finally:
             self._closed = True
@@ -951,3 +1074,8 @@ class CacheStore:
             )
         infos.sort(key=lambda info: info.last_use, reverse=True)
         return infos
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
