@@ -269,6 +269,19 @@ class SessionDriver:
                     self.execute(command)
         finally:
             self._busy = False
+        self._maybe_finished()
+
+    def _maybe_finished(self) -> None:
+        """The client is gone, nothing is open or opening, and the layer keeps nothing going
+        in the background (a fill, a live feed waiting to reconnect): release the session."""
+        if (
+            not self.done
+            and self.client.closed
+            and not self.transports
+            and not self.opening
+            and not getattr(self.layer, "background", False)
+        ):
+            self._teardown()
 
     def connection_lost(self, conn: Connection, exc: Exception | None) -> None:
         conn.closed = True
@@ -277,8 +290,8 @@ class SessionDriver:
             self.feed(ConnectionClosed(conn, str(exc) if exc else None))
         if conn is self.client and not getattr(self.layer, "background", False):
             self._teardown()
-        elif self.client.closed and not self.transports and not self.opening:
-            self._teardown()  # a background session (a cache fill) has finished
+        else:
+            self._maybe_finished()  # a background session (a cache fill, a feed) may be done
 
     def pause_writing(self, conn: Connection) -> None:
         """A slow client: stop reading from its origin connections (back-pressure), unless

@@ -43,6 +43,34 @@ digest is the object's validator, like an SDP for RTSP).
   once per (URL, variant): the first viewer's origin session carries the data (FEED, logged as
   PASS) and every later viewer joins its fan-out (SPLIT); each keeps its own origin session.
 
+Reconnecting a live feed
+------------------------
+When the origin connection of a live feed's owner (FEED) closes, or a joiner's (SPLIT)
+accounting connection does, the session does not end: a WARNING is logged and the layer
+reconnects to the same address (the origin, or the parent), with a backoff of 0.5 s doubling
+to 4 s, until ``[split] reconnect_timeout`` (15 s) has passed since the loss. Each attempt
+replays the player handshake on the new connection, as an MMS player would::
+
+    lost --feed-reconnect--> connect 0x01 -> funnel_info 0x18 -> funnel 0x02 -> open 0x05
+        [-> 0x1A again, with the player's last SecurityResponse, if the origin challenges]
+        [-> header 0x15 and its parts (never forwarded), if the session had read the header]
+        [-> switch 0x33 with the last accepted selection]
+        [-> start 0x07 (FEED only: a joiner's session is for accounting)] -> reconnected
+
+Every step has the ``origin-response`` timeout (capped to the time left); a refusal, a bad or
+missing answer, or a failed connect is one failed attempt. Meanwhile the fan-out stays wired,
+so the viewers keep their MMS sessions and, once the owner's StartPlaying is accepted again,
+the new data packets reach each of them with its own packet id and MMSU counter
+(:class:`~mediacache_wmt.delivery.ClientData`; the packets are the new session's, from
+the origin's "now", LocationIds included); the player's own commands wait in the queue
+(one that was waiting for the old connection's answer is asked again), and an INFO line says
+the feed is back. After ``reconnect_timeout`` without success the viewers end as when the
+origin ends the broadcast, but with ``hr`` E_CONNECTION_LOST: the owner's player gets 0x1E
+(and ffmpeg's end marker) and a 502 record ``live feed lost: ...``; the feed ends, and every
+joiner is told (``feed-ended``) and ends the same way. A session whose player has left (a
+background owner) always keeps a connection open or opening, so a loss is retried at once
+(the session driver releases a session left with neither a player nor an origin connection).
+
 The end of a clip is our own, for HIT and relay alike: 0x1E, then (MMST) a data packet longer
 than the ASF packet size, the only thing ffmpeg 5.1 ends an ``mmst`` input on; over MMSU the
 0x1E waits a little so it cannot overtake the last datagram (see :mod:`mediacache_wmt.origin`).
@@ -216,6 +244,13 @@ class MmsProxyLayer:
         self.feed: LiveFeed | None = None
         self.feed_key: tuple[str, str, str] | None = None
         self.fan: FanOut | None = None
+        # reconnecting a live feed's origin connection (see the module docstring)
+        self.reconnecting: float | None = None  # since when (monotonic); None: connected
+        self.reconnect_attempt = 0
+        self.reconnect_stage = ""  # the handshake step whose answer is awaited
+        self.reconnect_why = ""
+        self.switch_cmd: mms.StreamSwitch | None = None  # the last selection the origin took
+        self.security_cmd: mms.SecurityResponse | None = None  # the player's credentials
         # the session
         self.stats = _Stats(start=ctx.clock())
         self.background = False
@@ -259,7 +294,10 @@ class MmsProxyLayer:
                 self._origin_data(event.data, out)
         elif isinstance(event, OpenCompleted):
             if event.conn is self.origin:
-                self._origin_opened(event, out)
+                if self.reconnecting is not None:
+                    self._reconnect_opened(event, out)
+                else:
+                    self._origin_opened(event, out)
         elif isinstance(event, ConnectionClosed):
             if event.conn is self.client:
                 if not self.client_gone:
@@ -313,7 +351,9 @@ class MmsProxyLayer:
 
     def _next_command(self, out: list[Command]) -> None:
         """Serve queued player commands while none is waiting for the origin."""
-        while self.queue and self.purpose is None and not self.closed:
+        while (
+            self.queue and self.purpose is None and self.reconnecting is None and not self.closed
+        ):
             cmd = self.queue.popleft()
             if type(cmd) not in ACCEPTS[self.phase]:
                 reply = error_reply(cmd, mms.HResult.UNEXPECTED)
@@ -432,6 +472,7 @@ class MmsProxyLayer:
         self._shutdown(out, why, status=status, drain=True)
 
     def _on_SecurityResponse(self, cmd: mms.SecurityResponse, out: list[Command]) -> None:
+        self.security_cmd = cmd  # a reconnection answers the origin's challenge with it
         self.phase = Phase.OPENING
         self._to_origin(cmd, "open", out, serving=cmd)
 
@@ -523,12 +564,29 @@ class MmsProxyLayer:
             return
         self.origin_state = "open"
         self.origin_reader = mms.MmsStreamReader(max_command_size=MAX_COMMAND)
+        self._to_origin(self._connect_request(), "connect", out, serving=self.open_cmd)
+
+    def _connect_request(self) -> mms.Connect:
+        """Our Connect (0x01) to the origin: the player's agent, the origin's ``Host:``."""
+        assert self.target is not None
         parts = [p.strip() for p in (self.subscriber or DEFAULT_AGENT).split(";")]
         parts = [p for p in parts if p and not p.lower().startswith("host:")]
         parts.append(f"Host: {self.target.host}")
-        incarnation = 0xF0F0F0EF
-        self._to_origin(mms.Connect("; ".join(parts), play_incarnation=incarnation), "connect",
-                        out, serving=self.open_cmd)
+        return mms.Connect("; ".join(parts), play_incarnation=0xF0F0F0EF)
+
+    def _funnel_request(self) -> mms.ConnectFunnel:
+        """Our ConnectFunnel (0x02): MMST, named by our end of the origin connection."""
+        assert self.origin is not None
+        local = self.origin.local or ("127.0.0.1", 0)
+        return mms.ConnectFunnel.for_transport(local[0], "TCP", local[1] or 1037)
+
+    def _open_request(self) -> mms.OpenFile:
+        """Our OpenFile (0x05): the player's, with the origin's name for the file."""
+        opened, target = self.open_cmd, self.target
+        assert opened is not None and target is not None
+        name = target.url if self.via_parent else target.path
+        return mms.OpenFile(name, play_incarnation=opened.play_incarnation,
+                            spare=opened.spare, token_data=opened.token_data)
 
     def _origin_data(self, data: bytes, out: list[Command]) -> None:
         if not data:
@@ -536,13 +594,19 @@ class MmsProxyLayer:
         reader = self.origin_reader
         try:
             reader.receive_data(data)
-            while not self.closed and (frame := reader.next_frame()) is not None:
+            while (
+                not self.closed and reader is self.origin_reader  # not after a reconnection
+                and (frame := reader.next_frame()) is not None
+            ):
                 if mms.is_command(frame):
                     self._origin_command(mms.parse_command(frame), out)
                 else:
                     self._origin_packet(frame, out)
         except MmsProtocolError as exc:
             why = f"bad MMS from the origin: {str(exc)[:160]}"
+            if self.reconnecting is not None:
+                self._origin_lost(out, why)
+                return
             out.append(Log("WARNING", f"wmt: {self.client}: {why}"))
             self._origin_failed(out, why, mms.HResult.UNEXPECTED, 502)
 
@@ -551,6 +615,10 @@ class MmsProxyLayer:
         parts = self.header_parts
         if parts is not None and pid == ORIGIN_HEADER_ID:
             parts += frame[mms.DATA_PACKET_HEADER_SIZE:]
+            if self.reconnecting is not None:  # our own ReadBlock: the players have theirs
+                if frame[5] & mms.DataFlags.LAST:
+                    self._reconnect_header(bytes(parts), out)
+                return
             if self.data is not None and not self.client_gone:
                 self.data.send_header_part(frame, self.header_pid)
             if frame[5] & mms.DataFlags.LAST:
@@ -616,24 +684,17 @@ class MmsProxyLayer:
 
     def _reply_funnel_info(self, cmd: mms.MmsCommand, out: list[Command]) -> None:
         self._expect(cmd, mms.ReportFunnelInfo)
-        assert self.origin is not None
-        local = self.origin.local or ("127.0.0.1", 0)
-        funnel = mms.ConnectFunnel.for_transport(local[0], "TCP", local[1] or 1037)
-        self._to_origin(funnel, "funnel", out, serving=self.open_cmd)
+        self._to_origin(self._funnel_request(), "funnel", out, serving=self.open_cmd)
 
     def _reply_funnel(self, cmd: mms.MmsCommand, out: list[Command]) -> None:
         self._expect(cmd, mms.ReportConnectedFunnel, mms.ReportDisconnectedFunnel)
         if isinstance(cmd, mms.ReportDisconnectedFunnel):
             self._origin_refused(cmd.hr or mms.HResult.UNEXPECTED, "ConnectFunnel", out)
             return
-        opened, target = self.open_cmd, self.target
-        assert opened is not None and target is not None
-        name = target.url if self.via_parent else target.path
-        if opened.token_data:
+        request = self._open_request()
+        if request.token_data:
             self.authenticated = True  # credentials sent unasked: never cached either
-        request = mms.OpenFile(name, play_incarnation=opened.play_incarnation,
-                               spare=opened.spare, token_data=opened.token_data)
-        self._to_origin(request, "open", out, serving=opened)
+        self._to_origin(request, "open", out, serving=self.open_cmd)
 
     def _reply_open(self, cmd: mms.MmsCommand, out: list[Command]) -> None:
         self._expect(cmd, mms.ReportOpenFile, mms.SecurityChallenge)
@@ -672,6 +733,8 @@ class MmsProxyLayer:
         self._expect(cmd, mms.ReportStreamSwitch)
         assert isinstance(cmd, mms.ReportStreamSwitch)
         self._to_client(cmd)
+        if not cmd.hr and isinstance(self.serving, mms.StreamSwitch):
+            self.switch_cmd = self.serving  # a reconnection asks for the same streams
         if not cmd.hr and self.asked:
             self.selected = self.asked
             if self.mode is not None and self.mode != "PASS":  # a new variant mid-session
@@ -726,6 +789,13 @@ class MmsProxyLayer:
     def _origin_closed(self, event: ConnectionClosed, out: list[Command]) -> None:
         self.origin_state = "closed"
         why = "origin closed the connection" + (f": {event.error}" if event.error else "")
+        feed = self.feed
+        if feed is not None and self.ctx.splitter is not None and self.mode in ("FEED", "SPLIT"):
+            if self.client_gone and not feed.viewers - {self}:
+                self._shutdown(out, f"live feed lost: {why}")  # nobody left to reconnect for
+                return
+            self._origin_lost(out, why, closed=True)
+            return
         self._origin_failed(out, why, mms.HResult.CONNECTION_LOST, 502)
 
     def _origin_failed(self, out: list[Command], why: str, hr: int, status: int) -> None:
@@ -968,6 +1038,194 @@ class MmsProxyLayer:
             return
         out.append(SetTimer("feed-linger", 1.0))
 
+    # -- reconnecting a live feed ---------------------------------------------------------
+
+    def _role(self) -> str:
+        return "live feed" if self.mode == "FEED" else "accounting session"
+
+    def _origin_lost(self, out: list[Command], why: str, *, closed: bool = False) -> None:
+        """The origin connection of a live feed (owner) or of a viewer's accounting session
+        (joiner) is gone, or a reconnection attempt failed: retry later, or give up."""
+        splitter = self.ctx.splitter
+        assert splitter is not None
+        had_connection = closed or self.origin_state == "open"
+        if self.origin is not None and self.origin_state in ("open", "connecting"):
+            out.append(CloseConnection(self.origin))
+        self.origin_state = "closed"
+        if self.purpose not in (None, "reconnect") and self.serving not in (None, self.open_cmd):
+            assert self.serving is not None
+            self.queue.appendleft(self.serving)  # the player's question goes to the new one
+        self.purpose = self.serving = None
+        self.header_parts = None
+        self.from_origin = False
+        self.reconnect_why = why
+        out.append(CancelTimer("origin-response"))
+        now = self.ctx.monotonic()
+        if self.reconnecting is None:
+            self.reconnecting = now
+            self.reconnect_attempt = 0
+            out.append(Log("WARNING", f"wmt: {self.client}: {self._role()} lost its origin "
+                           f"({why}); reconnecting"))
+        else:
+            out.append(Log("DEBUG", f"wmt: {self.client}: reconnection attempt failed: {why}"))
+        left = splitter.reconnect_timeout - (now - self.reconnecting)
+        if left <= 0:
+            self._reconnect_give_up(out)
+            return
+        if self.client_gone and had_connection:
+            # a background owner: the driver would release a session left with no connection
+            out.append(CancelTimer("feed-reconnect"))
+            self._reconnect_now(out)
+            return
+        delay = min(0.5 * 2**self.reconnect_attempt, 4.0, left)
+        self.reconnect_attempt += 1
+        out.append(SetTimer("feed-reconnect", delay))
+
+    def _reconnect_left(self) -> float:
+        splitter = self.ctx.splitter
+        assert splitter is not None and self.reconnecting is not None
+        return splitter.reconnect_timeout - (self.ctx.monotonic() - self.reconnecting)
+
+    def _reconnect_timer(self, out: list[Command]) -> None:
+        if self._reconnect_left() <= 0:
+            self._reconnect_give_up(out)
+            return
+        self._reconnect_now(out)
+
+    def _reconnect_now(self, out: list[Command]) -> None:
+        """A new connection to where the lost one went (the origin, or the parent)."""
+        assert self.origin is not None
+        self.origin = Connection("origin", self.origin.peer)
+        self.origin_state = "connecting"
+        self.origin_reader = mms.MmsStreamReader(max_command_size=MAX_COMMAND)
+        self.origin_seq = 0
+        timeout = min(self.ctx.settings.origin_connect_timeout, self._reconnect_left())
+        out.append(OpenConnection(self.origin, timeout=max(0.1, timeout)))
+
+    def _reconnect_opened(self, event: OpenCompleted, out: list[Command]) -> None:
+        if event.error is not None:
+            self.origin_state = "closed"
+            self._origin_lost(out, f"reconnect failed: {event.error}")
+            return
+        self.origin_state = "open"
+        self._reconnect_ask(self._connect_request(), "connect", out)
+
+    def _reconnect_ask(self, cmd: mms.MmsCommand, stage: str, out: list[Command]) -> None:
+        """One step of the handshake on the new connection, answered within the time left."""
+        self.reconnect_stage = stage
+        self._to_origin(cmd, "reconnect", out)
+        timeout = min(self.ctx.settings.origin_response_timeout, self._reconnect_left())
+        out.append(SetTimer("origin-response", max(0.1, timeout)))
+
+    def _reply_reconnect(self, cmd: mms.MmsCommand, out: list[Command]) -> None:
+        """The origin's answer to one step of the reconnection (see the module docstring)."""
+        stage = self.reconnect_stage
+        hr = int(getattr(cmd, "hr", 0) or 0)
+        if stage == "connect":
+            self._expect(cmd, mms.ReportConnectedEx)
+            if hr:
+                return self._origin_lost(out, f"origin refused Connect (hr 0x{hr:08x})")
+            return self._reconnect_ask(mms.FunnelInfo(), "funnel_info", out)
+        if stage == "funnel_info":
+            self._expect(cmd, mms.ReportFunnelInfo)
+            return self._reconnect_ask(self._funnel_request(), "funnel", out)
+        if stage == "funnel":
+            self._expect(cmd, mms.ReportConnectedFunnel, mms.ReportDisconnectedFunnel)
+            if isinstance(cmd, mms.ReportDisconnectedFunnel):
+                return self._origin_lost(out, f"origin refused ConnectFunnel (hr 0x{hr:08x})")
+            return self._reconnect_ask(self._open_request(), "open", out)
+        if stage in ("open", "challenged"):
+            self._expect(cmd, mms.ReportOpenFile, mms.SecurityChallenge)
+            if isinstance(cmd, mms.SecurityChallenge):
+                if stage == "challenged" or self.security_cmd is None:
+                    return self._origin_lost(out, "origin wants credentials we do not have")
+                answer = replace(self.security_cmd, cookie=cmd.cookie)
+                return self._reconnect_ask(answer, "challenged", out)
+            assert isinstance(cmd, mms.ReportOpenFile)
+            if hr or not cmd.open_file_id:
+                return self._origin_lost(out, f"origin refused the file (hr 0x{hr:08x})")
+            self.opened = cmd
+            if self.header is not None:
+                request = mms.ReadBlock(play_incarnation=ORIGIN_HEADER_ID,
+                                        open_file_id=cmd.open_file_id)
+                return self._reconnect_ask(request, "header", out)
+            return self._reconnect_switch(out)
+        if stage == "header":
+            self._expect(cmd, mms.ReportReadBlock)
+            if hr:
+                return self._origin_lost(out, f"origin refused ReadBlock (hr 0x{hr:08x})")
+            self.header_parts = bytearray()
+            self.purpose = "reconnect"  # now the header's parts (data packets) are awaited
+            self.reconnect_stage = "header_parts"
+            timeout = min(self.ctx.settings.origin_response_timeout, self._reconnect_left())
+            out.append(SetTimer("origin-response", max(0.1, timeout)))
+            return None
+        if stage == "switch":
+            self._expect(cmd, mms.ReportStreamSwitch)
+            if hr:
+                return self._origin_lost(out, f"origin refused StreamSwitch (hr 0x{hr:08x})")
+            return self._reconnect_start(out)
+        if stage == "start":
+            self._expect(cmd, mms.ReportStartedPlaying)
+            if hr:
+                return self._origin_lost(out, f"origin refused StartPlaying (hr 0x{hr:08x})")
+            self.from_origin = True
+            return self._reconnect_done(out)
+        raise MmsProtocolError(f"origin sent {type(cmd).__name__} during the header")
+
+    def _reconnect_header(self, header: bytes, out: list[Command]) -> None:
+        """The header's last part on the new connection: on to the stream selection."""
+        self.header_parts = None
+        self.purpose = None
+        out.append(CancelTimer("origin-response"))
+        if header != self.header:
+            out.append(Log("WARNING", f"wmt: {self.client}: the origin's header changed while "
+                           "reconnecting; its viewers keep the one they read"))
+            self._header_done(header, out)
+        self._reconnect_switch(out)
+
+    def _reconnect_switch(self, out: list[Command]) -> None:
+        if self.switch_cmd is not None:
+            self._reconnect_ask(self.switch_cmd, "switch", out)
+            return
+        self._reconnect_start(out)
+
+    def _reconnect_start(self, out: list[Command]) -> None:
+        if self.mode == "FEED":  # the owner asks for the broadcast again; a joiner does not
+            open_id = self.opened.open_file_id if self.opened is not None else 1
+            request = mms.StartPlaying(play_incarnation=ORIGIN_DATA_ID, open_file_id=open_id)
+            self._reconnect_ask(request, "start", out)
+            return
+        self._reconnect_done(out)
+
+    def _reconnect_done(self, out: list[Command]) -> None:
+        assert self.reconnecting is not None
+        lost_for = self.ctx.monotonic() - self.reconnecting
+        self.reconnecting = None
+        self.reconnect_stage = ""
+        out.append(CancelTimer("feed-reconnect"))
+        out.append(Log("INFO", f"wmt: {self.client}: {self._role()} reconnected to its origin "
+                       f"after {lost_for:.1f} s"))
+        self._next_command(out)
+
+    def _reconnect_give_up(self, out: list[Command]) -> None:
+        """``reconnect_timeout`` is over: end this viewer (and, owner, every joiner) cleanly."""
+        splitter = self.ctx.splitter
+        assert splitter is not None
+        why = f"live feed lost: {self.reconnect_why}"
+        self.reconnecting = None
+        out.append(Log("WARNING", f"wmt: {self.client}: {self._role()} did not get its origin "
+                       f"back in {splitter.reconnect_timeout:g} s; ending"))
+        while self.queue:  # what the player asked meanwhile gets its error
+            reply = error_reply(self.queue.popleft(), mms.HResult.CONNECTION_LOST)
+            if reply is not None:
+                self._to_client(reply)
+        if self.playing and not self.client_gone:
+            self._send_end(mms.HResult.CONNECTION_LOST)
+        if self.mode == "FEED":
+            self._stop_feed_use(out, why)  # the joiners are told, and end
+        self._shutdown(out, why, status=502, drain=True)
+
     # -- playing ----------------------------------------------------------------------------
 
     def _stop_playing(self, out: list[Command]) -> None:
@@ -1014,7 +1272,8 @@ class MmsProxyLayer:
         elif event.topic == "feed-ended" and self.mode == "SPLIT":
             self.feed = None
             if self.playing and not self.client_gone:
-                self._send_end(0)
+                lost = event.detail.startswith("live feed lost")
+                self._send_end(mms.HResult.CONNECTION_LOST if lost else 0)
             self._shutdown(out, f"live feed ended: {event.detail}", drain=True)
 
     # -- timers ---------------------------------------------------------------------------
@@ -1030,6 +1289,12 @@ class MmsProxyLayer:
                 self._send_end(hr)
         elif name == "idle":
             self._idle(out)
+        elif name == "origin-response" and self.reconnecting is not None:
+            if self.purpose is not None:
+                self._origin_lost(out, "origin did not answer in time while reconnecting")
+        elif name == "feed-reconnect" and self.reconnecting is not None:
+            if self.origin_state == "closed":
+                self._reconnect_timer(out)
         elif name == "origin-response" and self.purpose is not None:
             out.append(Log("WARNING", f"wmt: {self.client}: origin did not answer in time"))
             self._origin_failed(out, "origin did not answer in time", mms.HResult.TIMEOUT, 504)
@@ -1095,10 +1360,14 @@ class MmsProxyLayer:
         feed, splitter = self.feed, self.ctx.splitter
         if (
             feed is not None and self.mode == "FEED" and splitter is not None
-            and self.origin_state == "open" and (feed.viewers - {self} or splitter.linger > 0)
+            and (self.origin_state == "open" or self.reconnecting is not None)
+            and (feed.viewers - {self} or splitter.linger > 0)
         ):
             feed.leave(self, self._viewer_sinks())
             self.background = True
+            if self.reconnecting is not None and self.origin_state == "closed":
+                out.append(CancelTimer("feed-reconnect"))  # never without a connection now
+                self._reconnect_now(out)
             out.append(Log("INFO", f"wmt: {self.client}: left; its live feed goes on "
                            f"({len(feed.viewers)} viewers)"))
             self._emit_record(out, reason)
@@ -1164,7 +1433,8 @@ class MmsProxyLayer:
         self._emit_record(out, reason, status)
         self.closed = True
         self.phase = Phase.CLOSED
-        for name in ("idle", "origin-response", "feed-linger", "flush", "eos", "fill-watchdog"):
+        for name in ("idle", "origin-response", "feed-linger", "flush", "eos", "fill-watchdog",
+                     "feed-reconnect"):
             out.append(CancelTimer(name))
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))

@@ -16,7 +16,14 @@ from wmt_proxy_env import BAD_INPUTS, CONNECT
 from mediacache.cache.service import CacheService
 from mediacache.cache.store import CacheStore
 from mediacache.config import Route
-from mediacache.sansio.commands import CloseConnection, Command, EmitRecord, OpenConnection
+from mediacache.sansio.commands import (
+    CloseConnection,
+    Command,
+    EmitRecord,
+    Log,
+    OpenConnection,
+    SetTimer,
+)
 from mediacache.sansio.connection import Connection
 from mediacache.splitter import SplitterService
 from mediacache.testing.playbook import Playbook, RecordingSink
@@ -477,3 +484,254 @@ def test_a_fill_whose_origin_goes_silent_is_aborted_and_the_relay_goes_on() -> N
     assert not closes(out)
     s.origin_says(b"".join(frames[5:]), mms.ReportEndOfStream(play_incarnation=5))
     assert s.store.list() == []  # what came after the gap is relayed, never cached
+
+
+# -- live splitting: reconnecting the feed ---------------------------------------------------
+
+LIVE_ROUTE = Route(format="wmt", prefix="/w/", origin="mms://origin.test:1756/", live=True)
+
+
+def _live_viewer(splitter: SplitterService, packet_id: int, select: set[int] | None = None
+                 ) -> Session:
+    """A player of ``w/live.wmv`` (the route says live): the first one of ``splitter`` owns the
+    feed (its StartPlaying goes to the origin), any later one joins it."""
+    s = Session(routes=(LIVE_ROUTE,))
+    s.pb.ctx.splitter = splitter
+    s.to_open("w/live.wmv")
+    s.origin_handshake()
+    s.send(mms.ReadBlock())
+    s.origin_header()
+    if select is not None:
+        h, _ = file_packets(clip("clip.wmv"))
+        s.send(mms.StreamSwitch.select({n: mms.Thinning.ALL if n in select else mms.Thinning.OFF
+                                        for n in h.stream_numbers}))
+        s.origin_says(mms.ReportStreamSwitch())
+    s.send(mms.StartPlaying(play_incarnation=packet_id))
+    if splitter.feeds:
+        assert s.layer.mode == "SPLIT"
+    else:
+        s.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+        assert s.layer.mode == "FEED" and s.layer.feed is not None
+    s.player_got()
+    return s
+
+
+def _frames(first: int, count: int) -> list[bytes]:
+    _, packets = file_packets(clip("clip.wmv"))
+    return [mms.build_data_packet(first + n, 5, 0, packets[n]) for n in range(count)]
+
+
+def _data_ids(got: list[Message]) -> list[int]:
+    return [m.packet_id for m in got if isinstance(m, mms.MmsDataPacket)]
+
+
+def _logs(out: list[Command], level: str) -> list[str]:
+    return [c.message for c in out if isinstance(c, Log) and c.level == level]
+
+
+def _timers(out: list[Command], name: str) -> list[float]:
+    return [c.delay for c in out if isinstance(c, SetTimer) and c.name == name]
+
+
+def _deliver_posted(s: Session) -> list[Command]:
+    """Run the events other sessions posted to ``s`` (a no-op timer makes the Playbook go)."""
+    return s.pb.timer("nothing")
+
+
+def _reconnect(s: Session, *, start: bool, header: bool = True,
+               switch: mms.StreamSwitch | None = None) -> list[Message]:
+    """The timer fires, a new origin connection opens and takes the whole handshake; what the
+    origin was asked, in order."""
+    old = s.origin
+    out = s.pb.timer("feed-reconnect")
+    [s.origin] = s.pb.opened_connections(out)
+    assert s.origin is not old and s.origin.peer == ("origin.test", 1756)
+    s.origin_seq = 0
+    s.out = s.pb.opened(s.origin)
+    asked = s.origin_got()
+    h, packets = file_packets(clip("clip.wmv"))
+    answers: list[tuple[mms.MmsCommand | bytes, ...]] = [
+        (mms.ReportConnectedEx(),), (mms.ReportFunnelInfo(),), (mms.ReportConnectedFunnel(),),
+        (mms.ReportOpenFile(file_duration=h.duration, file_packet_size=h.packet_size,
+                            file_packet_count=len(packets), file_header_size=len(h.raw)),),
+    ]
+    if header:
+        answers.append((mms.ReportReadBlock(), *mms.header_packets(h.raw)))
+    if switch is not None:
+        answers.append((mms.ReportStreamSwitch(),))
+    if start:
+        answers.append((mms.ReportStartedPlaying(play_incarnation=5),))
+    for answer in answers:
+        s.origin_says(*answer)
+        asked += s.origin_got()
+    return asked
+
+
+def test_a_lost_feed_reconnects_and_its_viewers_get_the_new_packets() -> None:
+    splitter = SplitterService(reconnect_timeout=15.0)
+    owner = _live_viewer(splitter, 4, select={1})
+    joiner = _live_viewer(splitter, 7, select={1})
+    owner.origin_says(b"".join(_frames(0, 5)))
+    assert _data_ids(owner.player_got()) == [4] * 5 and _data_ids(joiner.player_got()) == [7] * 5
+    out = owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    assert _logs(out, "WARNING") and "reconnecting" in _logs(out, "WARNING")[0]
+    assert _timers(out, "feed-reconnect") == [0.5]
+    assert not closes(out) and not owner.records() and splitter.feeds
+    owner.pb.clock.now += 0.5
+    asked = _reconnect(owner, start=True, switch=owner.layer.switch_cmd)
+    assert [type(m) for m in asked] == [mms.Connect, mms.FunnelInfo, mms.ConnectFunnel,
+                                        mms.OpenFile, mms.ReadBlock, mms.StreamSwitch,
+                                        mms.StartPlaying]
+    open_file, switch, start = asked[3], asked[5], asked[6]
+    assert isinstance(open_file, mms.OpenFile) and open_file.file_name == "live.wmv"
+    assert isinstance(switch, mms.StreamSwitch) and switch.selected == frozenset({1})
+    assert isinstance(start, mms.StartPlaying) and start.play_incarnation == 5
+    assert any("reconnected" in m for m in _logs(owner.out, "INFO"))
+    assert owner.layer.reconnecting is None
+    assert owner.player_got() == [] and joiner.player_got() == []  # nothing the players see
+    owner.origin_says(b"".join(_frames(0, 8)))  # the new connection's packets
+    assert _data_ids(owner.player_got()) == [4] * 8 and _data_ids(joiner.player_got()) == [7] * 8
+    assert not owner.records() and not joiner.records()
+
+
+def test_an_mmsu_viewer_keeps_its_packet_counter_across_a_reconnection() -> None:
+    splitter = SplitterService()
+    owner = _live_viewer(splitter, 4)
+    joiner = Session(routes=(LIVE_ROUTE,))
+    joiner.pb.ctx.splitter = splitter
+    joiner.ask(mms.Connect("NSPlayer/7.0.0.1956; Host: proxy.test"))
+    joiner.ask(mms.FunnelInfo())
+    joiner.ask(mms.ConnectFunnel.for_transport("192.0.2.9", "UDP", 7000))
+    joiner.send(mms.OpenFile("w/live.wmv"))
+    [joiner.origin] = joiner.pb.opened_connections(joiner.out)
+    joiner.out = joiner.pb.opened(joiner.origin)
+    joiner.origin_handshake()
+    joiner.send(mms.ReadBlock())
+    joiner.origin_header()
+    joiner.send(mms.StartPlaying(play_incarnation=9))
+    udp = joiner.pb.dataplane.sinks[-1]
+    assert udp.kind == "udp" and joiner.layer.mode == "SPLIT"
+    joiner.pb.timer("flush")  # the datagrams held behind 0x05 may go
+    owner.origin_says(b"".join(_frames(0, 3)))
+    owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    owner.pb.clock.now += 0.5
+    _reconnect(owner, start=True)
+    owner.origin_says(b"".join(_frames(0, 3)))
+    joiner.pb.timer("flush")
+    data = [d for d in udp.payloads if mms.parse_data_packet(d).packet_id == 9]
+    assert len(data) == 6
+    assert [d[5] for d in data] == list(range(6))  # AFFlags: one counter throughout
+
+
+def test_a_joiner_reconnects_its_accounting_session_without_asking_for_data() -> None:
+    splitter = SplitterService()
+    owner = _live_viewer(splitter, 4)
+    joiner = _live_viewer(splitter, 7)
+    out = joiner.pb.closed(joiner.origin)  # type: ignore[arg-type]
+    assert "accounting session lost its origin" in _logs(out, "WARNING")[0]
+    joiner.send(mms.Logging(b"log"))  # waits for the new connection
+    joiner.pb.clock.now += 0.5
+    asked = _reconnect(joiner, start=False)
+    assert [type(m) for m in asked] == [mms.Connect, mms.FunnelInfo, mms.ConnectFunnel,
+                                        mms.OpenFile, mms.ReadBlock, mms.Logging]
+    assert any("accounting session reconnected" in m for m in _logs(joiner.out, "INFO"))
+    owner.origin_says(b"".join(_frames(0, 4)))
+    assert _data_ids(joiner.player_got()) == [7] * 4  # the feed never stopped for it
+
+
+def test_reconnection_attempts_back_off_from_half_a_second_to_four() -> None:
+    splitter = SplitterService(reconnect_timeout=30.0)
+    owner = _live_viewer(splitter, 4)
+    out = owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    delays = _timers(out, "feed-reconnect")
+    for _ in range(6):
+        owner.pb.clock.now += delays[-1]
+        [conn] = owner.pb.opened_connections(owner.pb.timer("feed-reconnect"))
+        delays += _timers(owner.pb.opened(conn, "connection refused"), "feed-reconnect")
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    assert owner.layer.reconnecting is not None and not owner.records()
+
+
+def test_a_refusal_or_silence_while_reconnecting_is_one_failed_attempt() -> None:
+    splitter = SplitterService()
+    owner = _live_viewer(splitter, 4)
+    owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    owner.pb.clock.now += 0.5
+    [conn] = owner.pb.opened_connections(owner.pb.timer("feed-reconnect"))
+    owner.origin, owner.origin_seq = conn, 0
+    owner.pb.opened(conn)
+    owner.origin_says(mms.ReportConnectedEx(), mms.ReportFunnelInfo(), mms.ReportConnectedFunnel())
+    out = owner.origin_says(mms.ReportOpenFile(hr=mms.HResult.FILE_NOT_FOUND, open_file_id=0))
+    assert [c.conn for c in closes(out)] == [conn]  # that connection, not the player's
+    assert _timers(out, "feed-reconnect") == [1.0]
+    owner.pb.clock.now += 1.0
+    [conn] = owner.pb.opened_connections(owner.pb.timer("feed-reconnect"))
+    owner.pb.opened(conn)
+    out = owner.pb.timer("origin-response")  # the origin never answers our Connect
+    assert [c.conn for c in closes(out)] == [conn] and _timers(out, "feed-reconnect") == [2.0]
+    assert owner.player_got() == [] and not owner.records()
+
+
+def test_viewers_end_cleanly_when_the_origin_does_not_come_back() -> None:
+    splitter = SplitterService(reconnect_timeout=2.0)
+    owner = _live_viewer(splitter, 4)
+    joiner = _live_viewer(splitter, 7)
+    owner.origin_says(b"".join(_frames(0, 2)))
+    owner.player_got(), joiner.player_got()
+    owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    joiner.pb.closed(joiner.origin)  # type: ignore[arg-type]
+    owner.pb.clock.now += 0.5
+    timeline = []
+    for _ in range(10):  # bounded: 0.5 + 1 + 0.5 (what is left of 2 s)
+        if owner.layer.closed:
+            break
+        out = owner.pb.timer("feed-reconnect")
+        if not owner.layer.closed:
+            [conn] = owner.pb.opened_connections(out)
+            delay = _timers(owner.pb.opened(conn, "connection refused"), "feed-reconnect")[0]
+            timeline.append(delay)
+            owner.pb.clock.now += delay
+    assert timeline == [1.0, 0.5] and owner.layer.closed
+    end, trailer = owner.player_got()
+    assert isinstance(end, mms.ReportEndOfStream) and end.hr == mms.HResult.CONNECTION_LOST
+    assert isinstance(trailer, mms.MmsDataPacket) and trailer.packet_id == 4
+    [record] = owner.records()
+    assert record.record.status == 502
+    assert record.record.reason == "live feed lost: reconnect failed: connection refused"
+    assert any("did not get its origin back in 2 s" in m for m in _logs(out, "WARNING"))
+    assert not splitter.feeds
+    _deliver_posted(joiner)  # the feed-ended notice
+    end, _ = joiner.player_got()
+    assert isinstance(end, mms.ReportEndOfStream) and end.hr == mms.HResult.CONNECTION_LOST
+    [record] = joiner.records()
+    assert record.record.result == "SPLIT" and "live feed lost" in record.record.reason
+    assert joiner.layer.closed
+    assert CloseConnection(joiner.pb.client, drain=True) in joiner.pb.history[-1][1]
+
+
+def test_a_background_owner_reconnects_at_once() -> None:
+    splitter = SplitterService()
+    owner = _live_viewer(splitter, 4)
+    _live_viewer(splitter, 7)
+    owner.pb.closed(owner.pb.client)
+    assert owner.layer.background
+    out = owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    assert len(owner.pb.opened_connections(out)) == 1  # never a gap with no connection
+    assert not _timers(out, "feed-reconnect")
+    out = owner.pb.opened(owner.pb.opened_connections(out)[0], "connection refused")
+    assert _timers(out, "feed-reconnect") == [0.5]  # then the backoff
+
+
+def test_a_read_block_waiting_when_the_origin_drops_is_asked_again() -> None:
+    splitter = SplitterService()
+    owner = _live_viewer(splitter, 4)
+    owner.send(mms.ReadBlock(play_incarnation=2))
+    owner.pb.closed(owner.origin)  # type: ignore[arg-type]
+    owner.pb.clock.now += 0.5
+    _reconnect(owner, start=True)
+    [again] = owner.origin_got()
+    assert isinstance(again, mms.ReadBlock)
+    owner.origin_header()
+    got = owner.player_got()
+    assert isinstance(got[0], mms.ReportReadBlock) and got[0].play_incarnation == 2
+    assert all(isinstance(m, mms.MmsDataPacket) and m.packet_id == 2 for m in got[1:])

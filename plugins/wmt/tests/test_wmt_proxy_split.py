@@ -7,17 +7,19 @@ counted on the wire by a relay; each viewer still has its own origin session (ac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from wmt_origin_env import ffmpeg_rows, have, vlc_dump, vlc_udp_port_lock
+from wmt_origin_env import ffmpeg_rows, have, media_root, vlc_dump, vlc_udp_port_lock
 from wmt_proxy_env import ByteCountingRelay, cached_keys, origin_thread, proxy_url, routed
 
 from mediacache.testing import peers
-from mediacache.testing.origin import OriginThread
+from mediacache.testing.origin import OriginThread, loopback_options
+from mediacache.testing.peers import free_port
 from mediacache.testing.proxy import ProxyThread
 from mediacache_wmt.testing import MmsClient, Received
 from mediacache_wmt.wire import mms
@@ -149,3 +151,88 @@ def test_vlc_joins_a_split_broadcast(origin, scheme) -> None:
             assert (record.result, record.transport) == ("SPLIT", scheme.upper())
         finally:
             holder.close()
+
+
+# -- the origin goes away -------------------------------------------------------------------
+
+
+def _origin_on(port: int) -> OriginThread:
+    """The reference origin on a given port (to stop it and start another in its place)."""
+    options = dataclasses.replace(loopback_options(media_root()), listen=f"127.0.0.1:{port}")
+    return OriginThread("wmt", options, scheme="mmst")
+
+
+def _started(stack: contextlib.ExitStack, origin: OriginThread) -> Callable[[], None]:
+    """Start ``origin``; the function that stops it (once: the stack stops it otherwise)."""
+    origin.__enter__()
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            origin.__exit__(None, None, None)
+
+    stack.callback(stop)
+    return stop
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_the_feed_reconnects_when_the_origin_comes_back() -> None:
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        stop_first = _started(stack, _origin_on(port))
+        p = stack.enter_context(ProxyThread(routed(port, "[split]\nlinger = 0.5\n")))
+        viewers: list[Viewer] = []
+        stack.callback(lambda: [v.close() for v in viewers])
+        viewers += [Viewer(p), Viewer(p), Viewer(p, udp=True)]
+        assert _wait_for(lambda: all(len(v.locations()) > 10 for v in viewers), 10)
+        stop_first()  # the origin goes away...
+        second = stack.enter_context(_origin_on(port))  # ...and comes back on its port
+        counts = [len(v.locations()) for v in viewers]
+        assert _wait_for(  # backoff 0.5 s, then 1 s: the viewers get the new packets
+            lambda: all(len(v.locations()) > c + 20 for v, c in zip(viewers, counts, strict=True)),
+            15,
+        )
+        assert second.session_count() == 3  # each viewer's accounting session came back
+        assert all(v.got.end is None for v in viewers)  # no player saw an end
+        assert {x.packet_id for v in viewers for x in v.got.packets} == {5}
+        for v in viewers:
+            v.client.send(mms.CloseFile())
+            v.close()
+        records = second.wait_records(3, timeout=15)
+        # one of the three sessions carries the broadcast; the others only read the header
+        assert sorted(r.bytes_to_client > 50_000 for r in records) == [False, False, True]
+        assert sorted(r.result for r in p.wait_records(3)) == ["PASS", "SPLIT", "SPLIT"]
+        assert p.wait_idle(10)
+
+
+def test_viewers_end_cleanly_when_the_origin_does_not_come_back() -> None:
+    with contextlib.ExitStack() as stack:
+        o = OriginThread.loopback("wmt", media_root(), scheme="mmst")
+        stop_origin = _started(stack, o)
+        config = routed(o.port, "[split]\nreconnect_timeout = 2.0\n")
+        p = stack.enter_context(ProxyThread(config))
+        viewers: list[Viewer] = []
+        stack.callback(lambda: [v.close() for v in viewers])
+        viewers += [Viewer(p), Viewer(p), Viewer(p, udp=True)]
+        assert _wait_for(lambda: all(len(v.locations()) > 10 for v in viewers), 10)
+        stop_origin()
+        lost = time.monotonic()
+        assert _wait_for(lambda: all(v.got.end is not None for v in viewers), 10)
+        assert time.monotonic() - lost < 2.0 + 2.0  # reconnect_timeout, and a little
+        for v in viewers:
+            assert isinstance(v.got.end, mms.ReportEndOfStream)
+            assert v.got.end.hr == mms.HResult.CONNECTION_LOST
+        assert p.wait_idle(10)  # every session ended, none stuck
+        records = p.wait_records(3)
+        assert sorted(r.result for r in records) == ["PASS", "SPLIT", "SPLIT"]
+        assert all("live feed lost" in r.reason for r in records), [r.reason for r in records]
+        assert next(r for r in records if r.result == "PASS").status == 502
