@@ -38,7 +38,10 @@ class PrefetchResult:
     media_bytes: int = 0
 
 
-class _Client:
+class PrefetchClient:
+    """A minimal RTSP client of the proxy's own listener (a format's prefetch may subclass it
+    to read its own data frames, as Real's does)."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
@@ -105,33 +108,40 @@ async def prefetch_rtsp(url: str, host: str, port: int, *, limit: float = 3600.0
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
     except (OSError, TimeoutError) as exc:
         return PrefetchResult(url, False, f"cannot reach the proxy: {exc}", 0.0)
-    client = _Client(reader, writer)
+    client = PrefetchClient(reader, writer)
     try:
         resp = await client.request("DESCRIBE", url, ("Accept", "application/sdp"))
         if resp.status != 200:
-            return _done(url, False, f"DESCRIBE: {resp.status} {resp.reason}", started, client)
+            return prefetch_result(
+                url, False, f"DESCRIBE: {resp.status} {resp.reason}", started, client
+            )
         base = resp.headers.get("Content-Base") or url
         sdp = parse_sdp(resp.body)
         duration = sdp.range.end if sdp.range is not None and sdp.range.end else None
         if duration is None:
-            return _done(url, False, "not an on-demand clip (no known end)", started, client)
+            return prefetch_result(
+                url, False, "not an on-demand clip (no known end)", started, client
+            )
         for i, media in enumerate(sdp.media):
             control = resolve_url(base, media.control or "")
             transport = ("Transport", f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}")
             r = await client.request("SETUP", control, transport)
             if r.status != 200:
-                return _done(url, False, f"SETUP: {r.status} {r.reason}", started, client)
+                return prefetch_result(url, False, f"SETUP: {r.status} {r.reason}", started, client)
         r = await client.request("PLAY", base, ("Range", "npt=0-"))
         if r.status != 200:
-            return _done(url, False, f"PLAY: {r.status} {r.reason}", started, client)
+            return prefetch_result(url, False, f"PLAY: {r.status} {r.reason}", started, client)
         whole = await client.drain_until_bye(len(sdp.media), min(limit, duration * 2 + 30))
         await client.request("TEARDOWN", base)
-        return _done(url, whole, "complete" if whole else "timed out", started, client)
+        return prefetch_result(url, whole, "complete" if whole else "timed out", started, client)
     except (ProtocolError, ConnectionError, OSError, TimeoutError) as exc:
-        return _done(url, False, str(exc), started, client)
+        return prefetch_result(url, False, str(exc), started, client)
     finally:
         writer.close()
 
 
-def _done(url: str, ok: bool, detail: str, started: float, client: _Client) -> PrefetchResult:
+def prefetch_result(
+    url: str, ok: bool, detail: str, started: float, client: PrefetchClient
+) -> PrefetchResult:
+    """The outcome of a prefetch that started at ``started`` (monotonic)."""
     return PrefetchResult(url, ok, detail, time.monotonic() - started, client.media_bytes)

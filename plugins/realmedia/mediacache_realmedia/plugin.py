@@ -9,6 +9,7 @@ from mediacache_realmedia import __version__
 from mediacache_realmedia.layer import make_layer
 from mediacache_realmedia.ldap import LdapSettings
 from mediacache_realmedia.origin import reference_origin
+from mediacache_realmedia.prefetch import prefetch_real
 
 
 class RealConfig(FormatConfig, kw_only=True, forbid_unknown_fields=True):
@@ -42,6 +43,7 @@ REALMEDIA = FormatSpec(
     make_layer=make_layer,
     http_tunnel=True,
     reference_origin=reference_origin,
+    prefetch=prefetch_real,
 )
 
 
