@@ -255,6 +255,14 @@ class RealClient:
         _ok(self.request("PLAY", url, [("Range", "npt=0-"), *extra]), "PLAY")
 
 
+def reverse_route(origin_port: int, prefix: str = "/r/") -> str:
+    """The config text of a Real reverse route ``prefix`` -> the origin on loopback."""
+    return (
+        f"[[routes]]\nformat='realmedia'\nprefix='{prefix}'\n"
+        f"origin='rtsp://127.0.0.1:{origin_port}/'\n"
+    )
+
+
 def _ok(reply: Response, what: str) -> None:
     if reply.status != 200:
         raise RuntimeError(f"{what} refused: {reply.status} {reply.reason} {reply.headers!r}")

@@ -8,18 +8,16 @@ and with the raw :class:`RealClient`, which shows set ids, rules and stream ends
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mediacache.logs import AccessRecord
 from mediacache.testing.origin import OriginThread
-from mediacache.testing.peers import ffprobe_packets, make_clip, missing_peers
+from mediacache.testing.peers import ffprobe_packets, missing_peers
 from mediacache.testing.proxy import ProxyThread
-from mediacache_realmedia.testing import RealClient, surestream_clip
+from mediacache_realmedia.testing import RealClient, reverse_route
 from mediacache_realmedia.wire.rmf import parse_rm
 
 pytestmark = [
@@ -29,34 +27,6 @@ pytestmark = [
 
 LOW = "stream=0;rule=0,stream=0;rule=1"
 HIGH = "stream=0;rule=2,stream=0;rule=3"
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("real-cache-root")
-    shutil.copy(make_clip(seconds=3, kind="rv20_ac3"), root / "clip.rm")
-    surestream_clip(root / "sure.rm", tmp_path_factory.mktemp("work"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def origin(root: Path) -> Iterator[OriginThread]:
-    with OriginThread.loopback("realmedia", root) as o:
-        yield o
-
-
-@pytest.fixture
-def proxy(origin: OriginThread) -> Iterator[ProxyThread]:
-    route = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
-    )
-    with ProxyThread(route) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def file_video(root: Path) -> list[tuple[str, int, str]]:
-    return [p for p in ffprobe_packets(str(root / "clip.rm"), 20) if p[0] == "video"]
 
 
 def video(url: str, transport: str) -> list[tuple[str, int, str]]:
@@ -170,7 +140,7 @@ def test_a_cached_clip_behind_origin_auth_still_asks_the_origin(
     """The origin's 401 reaches the player and its answer the origin; the clip is cached, and
     every later viewer must still pass the origin's check on its accounting connection."""
     with OriginThread.loopback("realmedia", root, auth="viewer:s3cret") as origin:
-        route = f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
+        route = reverse_route(origin.port)
         with ProxyThread(route) as p:
             base = f"127.0.0.1:{p.port('realmedia')}/r/clip.rm"
             assert video(f"rtsp://viewer:s3cret@{base}", "tcp") == file_video

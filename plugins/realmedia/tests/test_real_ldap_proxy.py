@@ -20,7 +20,7 @@ from mediacache.testing.ldap import SlapdServer
 from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import ByteCountingRelay, ffprobe_packets, make_clip, missing_peers
 from mediacache.testing.proxy import ProxyThread
-from mediacache_realmedia.testing import RealClient
+from mediacache_realmedia.testing import RealClient, reverse_route
 
 pytestmark = [
     pytest.mark.peers,
@@ -57,8 +57,8 @@ def relay(root: Path) -> Iterator[ByteCountingRelay]:
 @pytest.fixture
 def proxy(relay: ByteCountingRelay, slapd: SlapdServer) -> Iterator[ProxyThread]:
     config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{relay.port}/'\n"
-        f"[formats.realmedia.ldap]\nurl='{slapd.url}'\nbase_dn='{slapd.base_dn}'\n"
+        reverse_route(relay.port)
+        + f"[formats.realmedia.ldap]\nurl='{slapd.url}'\nbase_dn='{slapd.base_dn}'\n"
         "user_filter='(uid={user})'\n"
     )
     with ProxyThread(config) as p:
@@ -151,8 +151,8 @@ def test_an_unreachable_directory_is_503_not_401(
     from mediacache.testing.peers import free_port
 
     config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{relay.port}/'\n"
-        f"[formats.realmedia.ldap]\nurl='ldap://127.0.0.1:{free_port()}'\nbase_dn='dc=x'\n"
+        reverse_route(relay.port)
+        + f"[formats.realmedia.ldap]\nurl='ldap://127.0.0.1:{free_port()}'\nbase_dn='dc=x'\n"
     )
     token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     with ProxyThread(config) as p, RealClient(p.port("realmedia")) as c:

@@ -8,16 +8,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mediacache.testing.origin import OriginThread
-from mediacache.testing.peers import ffprobe_packets, make_clip, missing_peers
+from mediacache.testing.peers import ffprobe_packets, missing_peers
 from mediacache.testing.proxy import ProxyThread
 from mediacache_realmedia.prefetch import prefetch_real
-from mediacache_realmedia.testing import RealClient, surestream_clip
+from mediacache_realmedia.testing import RealClient
 from mediacache_realmedia.wire.rmf import parse_rm
 
 pytestmark = [
@@ -26,34 +24,6 @@ pytestmark = [
 ]
 
 HIGH = "stream=0;rule=2,stream=0;rule=3"
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("real-prefetch-root")
-    make_clip(root / "clip.rm", 3, kind="rv20_ac3")
-    surestream_clip(root / "sure.rm", tmp_path_factory.mktemp("work"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def origin(root: Path) -> Iterator[OriginThread]:
-    with OriginThread.loopback("realmedia", root) as o:
-        yield o
-
-
-@pytest.fixture
-def proxy(origin: OriginThread) -> Iterator[ProxyThread]:
-    route = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
-    )
-    with ProxyThread(route) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def file_video(root: Path) -> list[tuple[str, int, str]]:
-    return [p for p in ffprobe_packets(str(root / "clip.rm"), 20) if p[0] == "video"]
 
 
 def objects(proxy: ProxyThread) -> list[object]:

@@ -15,6 +15,7 @@ import pytest
 from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import ffprobe_packets, make_clip, missing_peers
 from mediacache.testing.proxy import ProxyThread
+from mediacache_realmedia.testing import reverse_route
 
 pytestmark = [
     pytest.mark.peers,
@@ -46,9 +47,7 @@ def file_video(root: Path) -> list[tuple[str, int, str]]:
 
 
 def test_udp_through_the_proxy_equals_the_file(origin: OriginThread, file_video: list) -> None:  # type: ignore[type-arg]
-    config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
-    )
+    config = reverse_route(origin.port)
     with ProxyThread(config) as p:
         got = video(f"rtsp://127.0.0.1:{p.port('realmedia')}/r/clip.rm", "udp")
         assert len(file_video) > 50 and got == file_video
@@ -60,9 +59,7 @@ def test_tcp_through_the_proxy_equals_the_file(origin: OriginThread, file_video:
     """The origin's reply to SET_PARAMETER Subscribe and its first data packets come in one
     segment; ffmpeg drops data that arrives before the reply it waits for, so the proxy must
     relay them in that order (it once let the first packet overtake the reply)."""
-    config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
-    )
+    config = reverse_route(origin.port)
     with ProxyThread(config) as p:
         got = video(f"rtsp://127.0.0.1:{p.port('realmedia')}/r/clip.rm", "tcp")
     assert len(file_video) > 50 and got == file_video
@@ -73,9 +70,7 @@ def test_rtsp_over_http_through_the_proxy_equals_the_file(
     file_video: list,  # type: ignore[type-arg]
 ) -> None:
     """ffmpeg's ``-rtsp_transport http``: Apple's GET/POST tunnel on the Real port."""
-    config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
-    )
+    config = reverse_route(origin.port)
     with ProxyThread(config) as p:
         got = video(f"rtsp://127.0.0.1:{p.port('realmedia')}/r/clip.rm", "http")
         assert got == file_video

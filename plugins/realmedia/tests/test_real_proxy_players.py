@@ -17,7 +17,11 @@ from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import ProcessGroup, make_clip, run_vlc
 from mediacache.testing.proxy import ProxyThread
 from mediacache.testing.pytest_plugin import requires_peer
-from mediacache_realmedia.testing import assert_gstreamer_got_the_clip, gstreamer_rdt_sizes
+from mediacache_realmedia.testing import (
+    assert_gstreamer_got_the_clip,
+    gstreamer_rdt_sizes,
+    reverse_route,
+)
 from mediacache_realmedia.wire.rmf import parse_rm
 
 pytestmark = pytest.mark.peers
@@ -34,7 +38,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def proxy(root: Path) -> Iterator[ProxyThread]:
     with OriginThread.loopback("realmedia", root) as origin:
-        route = f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{origin.port}/'\n"
+        route = reverse_route(origin.port)
         with ProxyThread(route) as p:
             yield p
 

@@ -15,7 +15,7 @@ import pytest
 from mediacache.testing.origin import OriginThread
 from mediacache.testing.peers import ByteCountingRelay, ffprobe_packets, missing_peers
 from mediacache.testing.proxy import ProxyThread
-from mediacache_realmedia.testing import RealClient, ffmpeg_rm
+from mediacache_realmedia.testing import RealClient, ffmpeg_rm, reverse_route
 from mediacache_realmedia.wire.rmf import parse_rm
 
 pytestmark = [
@@ -48,10 +48,7 @@ def relay(root: Path) -> Iterator[tuple[OriginThread, ByteCountingRelay]]:
 @pytest.fixture
 def proxy(relay: tuple[OriginThread, ByteCountingRelay]) -> Iterator[ProxyThread]:
     port = relay[1].port
-    config = (
-        f"[[routes]]\nformat='realmedia'\nprefix='/r/'\norigin='rtsp://127.0.0.1:{port}/'\n"
-        "[split]\nlinger = 0.0\n"
-    )
+    config = reverse_route(port) + "[split]\nlinger = 0.0\n"
     with ProxyThread(config) as p:
         yield p
 
