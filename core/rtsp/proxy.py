@@ -427,6 +427,14 @@ class RtspProxyLayer:
             self._shutdown(out, f"live feed ended: {event.detail}", notify_origin=True)
         return out
 
+    def abort(self, reason: str) -> list[Command]:
+        """The driver ends this session after a failure of ours (see
+        ``SessionDriver._layer_failed``): abort the fill, end the feed, write the record."""
+        out: list[Command] = []
+        if not self.closed:
+            self._shutdown(out, reason, notify_origin=True, status=500)
+        return out
+
     # -- client side ----------------------------------------------------------------------
 
     def _client_data(self, data: bytes, out: list[Command]) -> None:

@@ -263,13 +263,27 @@ class SessionDriver:
                     commands = self.layer.handle(ev)
                 except Exception:
                     logger.exception("layer failed on {}; closing the session", type(ev).__name__)
-                    self._teardown()
+                    self._layer_failed()
                     return
                 for command in commands:
                     self.execute(command)
         finally:
             self._busy = False
         self._maybe_finished()
+
+    def _layer_failed(self) -> None:
+        """The layer raised: let it release what others depend on (a fill joiners read, a
+        live feed, its access record) through its ``abort``, if it has one, then drop the
+        session whatever happens."""
+        layer, self.layer = self.layer, None
+        abort = getattr(layer, "abort", None)
+        if abort is not None:
+            try:
+                for command in abort("internal error"):
+                    self.execute(command)
+            except Exception:
+                logger.exception("layer failed again while aborting; session dropped")
+        self._teardown()
 
     def _maybe_finished(self) -> None:
         """The client is gone, nothing is open or opening, and the layer keeps nothing going

@@ -191,6 +191,45 @@ def test_an_origin_killed_mid_fill_leaves_nothing_servable(clip: Path) -> None:
         origin.stop()
 
 
+def test_a_layer_failure_mid_fill_aborts_the_fill_and_frees_its_joiner(
+    relay: ByteCountingRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the filling session's layer (simulated: its frame recorder raises after a
+    second) must not leave a fill its joiner waits on forever: the driver calls the layer's
+    ``abort``, the fill is aborted, the joiner gets a clean end, both sessions are recorded."""
+    from mediacache.rtsp.proxy import RtspProxyLayer
+
+    started = time.monotonic()
+    record = RtspProxyLayer._record
+
+    def failing_record(self: RtspProxyLayer, frame: object, out: list) -> None:  # type: ignore[type-arg]
+        if time.monotonic() - started > 1.5:
+            raise RuntimeError("simulated bug in the fill path")
+        record(self, frame, out)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RtspProxyLayer, "_record", failing_record)
+    with ProxyThread(config(relay.port)) as p, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(play_until_end, p)
+        time.sleep(0.8)
+        second = pool.submit(play_until_end, p)
+        assert first.result(timeout=30) >= 0 and second.result(timeout=30) >= 0  # both ended
+        records = p.wait_records(2)
+        miss = next(r for r in records if r.result == "MISS")
+        assert miss.reason == "internal error" and {r.result for r in records} == {"HIT", "MISS"}
+        assert p.wait_idle(10)
+        assert cached_keys(p) == [] and p.call(lambda: p.cache.store.stats().fills) == 0
+
+
+def play_until_end(p: ProxyThread) -> int:
+    """ffmpeg over TCP until its input ends, however it ends (its exit code)."""
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url_of(p),
+         "-map", "0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, timeout=25,
+    )  # fmt: skip
+    return proc.returncode
+
+
 # -- accounting ---------------------------------------------------------------------------
 
 
