@@ -39,6 +39,9 @@ class FormatConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     listen: str = ""
     """``HOST:PORT`` (``[::]:PORT`` for IPv6) of the client-facing control port."""
+    also_listen: list[str] = msgspec.field(default_factory=list)
+    """More ``HOST:PORT`` control ports for the same format, e.g. ``["0.0.0.0:80"]`` for
+    players behind firewalls that pass only HTTP (RTSP-over-HTTP tunnels, and plain RTSP too)."""
     origin_port: Port = 554
     """Port used toward an origin whose URL names none."""
     udp_ports: str = ""
@@ -60,8 +63,9 @@ class FormatConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     parent cannot be reached."""
 
     def __post_init__(self) -> None:
-        if self.listen:
-            split_host_port(self.listen)
+        for address in (self.listen, *self.also_listen):
+            if address:
+                split_host_port(address)
         if self.udp_ports:
             low, high = parse_port_range(self.udp_ports)
             if (high - low + 1) < 2:

@@ -42,6 +42,8 @@ class FormatService:
     spec: FormatSpec
     settings: FormatConfig
     server: asyncio.Server | None = None
+    extra_servers: list[asyncio.Server] = field(default_factory=list)
+    """Listeners of ``also_listen`` (same sessions, same UDP pool)."""
     pool: UdpPool | None = None
     sessions: set[SessionDriver] = field(default_factory=set)
     listen: tuple[str, int] = ("", 0)
@@ -139,21 +141,31 @@ class ProxyServer:
             protocol: Any = lambda: TunnellingClientProtocol(make_session, broker)  # noqa: E731
         else:
             protocol = lambda: ClientProtocol(make_session)  # noqa: E731
-        service.server = await self.loop.create_server(
+        service.server = await self._listen(protocol, host, port)
+        for address in settings.also_listen:
+            service.extra_servers.append(await self._listen(protocol, *split_host_port(address)))
+        udp = f", UDP {service.pool.pairs[0].ports[0]}+" if service.pool else ""
+        also = "".join(
+            f", also {s.sockets[0].getsockname()[1]}" for s in service.extra_servers if s.sockets
+        )
+        logger.info(
+            "{} {} listening on {}:{}{}{}",
+            service.spec.name,
+            service.spec.version,
+            host,
+            service.port,
+            also,
+            udp,
+        )
+
+    async def _listen(self, protocol: Any, host: str, port: int) -> asyncio.Server:
+        assert self.loop is not None
+        return await self.loop.create_server(
             protocol,
             host=host or None,
             port=port,
             reuse_address=True,
             family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-        )
-        udp = f", UDP {service.pool.pairs[0].ports[0]}+" if service.pool else ""
-        logger.info(
-            "{} {} listening on {}:{}{}",
-            service.spec.name,
-            service.spec.version,
-            host,
-            service.port,
-            udp,
         )
 
     def _new_session(self, service: FormatService, conn: Any, transport: Any) -> SessionDriver:
@@ -174,7 +186,7 @@ class ProxyServer:
             config=self.config,
             client=conn,
             dataplane=driver.dataplane,
-            listen_port=service.port,
+            listen_port=conn.local[1] if conn.local else service.port,  # the port it came in on
             routes=self.config.routes,
             hook=self.host.hook,
             access_allowed=self.access.allows,
@@ -192,16 +204,18 @@ class ProxyServer:
         if self.admin is not None:
             await self.admin.stop()
         for service in self.services.values():
-            if service.server is not None:
-                service.server.close()
+            for server in (service.server, *service.extra_servers):
+                if server is not None:
+                    server.close()
             for driver in list(service.sessions):
                 for transport in list(driver.transports.values()):
                     transport.close()
         await asyncio.sleep(0)
         for service in self.services.values():
-            if service.server is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(service.server.wait_closed(), 2)
+            for server in (service.server, *service.extra_servers):
+                if server is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(server.wait_closed(), 2)
             for driver in list(service.sessions):
                 driver._teardown()
             if service.pool is not None:

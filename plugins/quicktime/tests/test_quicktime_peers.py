@@ -71,6 +71,20 @@ def test_ffmpeg_through_the_proxy_gets_the_origins_packets(
     assert same_packets(through, direct)
 
 
+def test_a_second_port_for_firewalled_players(origin: GstRtspOrigin, direct: list) -> None:  # type: ignore[type-arg]
+    """``also_listen`` (the guide's "HTTP tunnelling on port 80/any port"): the same routes on
+    another port, for RTSP-over-HTTP tunnels and plain RTSP alike."""
+    from mediacache.testing.peers import free_port
+
+    extra = free_port()
+    config = route_config(origin, f"[formats.quicktime]\nalso_listen = ['127.0.0.1:{extra}']\n")
+    with ProxyThread(config + "[cache]\nenabled = false\n") as p:
+        url = f"rtsp://127.0.0.1:{extra}/vod/clip.mp4"
+        assert same_packets(ffmpeg_framemd5(url, transport="http", timeout=40), direct)
+        assert same_packets(ffmpeg_framemd5(url, transport="tcp", timeout=40), direct)
+        assert [r.status for r in p.wait_records(2)] == [200, 200]
+
+
 def test_access_log_record_per_session(proxy: ProxyThread, direct: list) -> None:  # type: ignore[type-arg]
     before = len(proxy.records())
     ffmpeg_framemd5(proxied(proxy), transport="udp", timeout=40)
