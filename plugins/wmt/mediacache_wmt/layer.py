@@ -139,6 +139,18 @@ _HR_STATUS: Final = {
 }
 
 
+def user_agent_of(subscriber_name: str) -> str:
+    """What the access log records of a Connect string: its ``UserAgent:`` part when there is
+    one (our prefetcher says ``NSPlayer/...; {GUID}; UserAgent: mediacache-prefetch``, so an
+    origin sees a player it knows), else the first part (``NSPlayer/<version>``)."""
+    parts = [p.strip() for p in subscriber_name.split(";")]
+    for part in parts:
+        name, sep, value = part.partition(":")
+        if sep and name.strip().lower() == "useragent":
+            return value.strip()
+    return parts[0]
+
+
 class Phase(enum.Enum):
     """Where the player is in the [MS-MMSP] sequence."""
 
@@ -371,7 +383,7 @@ class MmsProxyLayer:
     def _on_Connect(self, cmd: mms.Connect, out: list[Command]) -> None:
         self.subscriber = cmd.subscriber_name
         self.hint = host_hint(cmd.subscriber_name)
-        self.stats.user_agent = cmd.subscriber_name.split(";", 1)[0].strip()
+        self.stats.user_agent = user_agent_of(cmd.subscriber_name)
         self.phase = Phase.CONNECTED
         self._to_client(mms.ReportConnectedEx(play_incarnation=cmd.play_incarnation))
 

@@ -8,6 +8,7 @@ from mediacache.hookspecs import hookimpl
 from mediacache_wmt import __version__
 from mediacache_wmt.layer import make_layer
 from mediacache_wmt.origin import reference_origin
+from mediacache_wmt.prefetch import prefetch_mms
 
 
 class WmtConfig(FormatConfig, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +32,7 @@ WMT = FormatSpec(
     make_layer=make_layer,
     reference_origin=reference_origin,
     origin_schemes=("mms", "mmst", "mmsu"),
+    prefetch=prefetch_mms,
 )
 
 

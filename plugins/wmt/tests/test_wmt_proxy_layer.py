@@ -735,3 +735,11 @@ def test_a_read_block_waiting_when_the_origin_drops_is_asked_again() -> None:
     got = owner.player_got()
     assert isinstance(got[0], mms.ReportReadBlock) and got[0].play_incarnation == 2
     assert all(isinstance(m, mms.MmsDataPacket) and m.packet_id == 2 for m in got[1:])
+
+
+def test_the_recorded_user_agent_is_the_useragent_part_or_the_first() -> None:
+    from mediacache_wmt.layer import user_agent_of
+
+    assert user_agent_of("NSPlayer/7.0.0.1956; {3300AD50}; Host: o.example") == "NSPlayer/7.0.0.1956"
+    named = "NSPlayer/7.0.0.1956; {3300AD50}; UserAgent: mediacache-prefetch; Host: p:1755"
+    assert user_agent_of(named) == "mediacache-prefetch"
