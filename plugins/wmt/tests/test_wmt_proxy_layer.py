@@ -740,6 +740,7 @@ def test_a_read_block_waiting_when_the_origin_drops_is_asked_again() -> None:
 def test_the_recorded_user_agent_is_the_useragent_part_or_the_first() -> None:
     from mediacache_wmt.layer import user_agent_of
 
-    assert user_agent_of("NSPlayer/7.0.0.1956; {3300AD50}; Host: o.example") == "NSPlayer/7.0.0.1956"
+    plain = "NSPlayer/7.0.0.1956; {3300AD50}; Host: o.example"
+    assert user_agent_of(plain) == "NSPlayer/7.0.0.1956"
     named = "NSPlayer/7.0.0.1956; {3300AD50}; UserAgent: mediacache-prefetch; Host: p:1755"
     assert user_agent_of(named) == "mediacache-prefetch"
