@@ -186,10 +186,11 @@ class RdtReplay:
     def pump(self, now: float) -> float | None:
         wake = self.playout.pump(now)
         if self.playout.state == "ended" and not self.end_sent:
+            # the whole clip, or a fill that aborted under a joiner: either way the player
+            # gets a clean end (ffmpeg over TCP ends its input at a stream-end packet)
             self.end_sent = True
-            if self.playout.end_reason is None:  # the whole clip: say so, as the origin does
-                for track in self.tracks:
-                    track.sink.send(build_stream_end(track.set_id, track.seq, track.last_ts))
+            for track in self.tracks:
+                track.sink.send(build_stream_end(track.set_id, track.seq, track.last_ts))
         return wake
 
     def _emit(self, packet: Packet) -> None:
