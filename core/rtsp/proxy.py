@@ -412,7 +412,7 @@ class RtspProxyLayer:
                 self._origin_closed(event, out)
             elif event.conn is self.auth_conn and self.auth_check is not None:
                 self.auth_check.connection_closed(event.error or "")
-                self._auth_step(b"", out)
+                self._auth_done_if_answered(out)
         elif isinstance(event, TimerFired):
             self._timer(event.name, out)
         elif isinstance(event, Start):
@@ -823,7 +823,7 @@ class RtspProxyLayer:
             return
         if event.error:
             check.connection_closed(event.error)
-            self._auth_step(b"", out)
+            self._auth_done_if_answered(out)
             return
         out.append(SendData(self.auth_conn, check.start()))
 
@@ -834,9 +834,10 @@ class RtspProxyLayer:
         reply = check.receive(data)
         if reply:
             out.append(SendData(self.auth_conn, reply))
-        self._auth_step(b"", out)
+        self._auth_done_if_answered(out)
 
-    def _auth_step(self, _: bytes, out: list[Command]) -> None:
+    def _auth_done_if_answered(self, out: list[Command]) -> None:
+        """Once the check has its result: close the directory connection and go on."""
         check = self.auth_check
         if check is None or check.result is None:
             return
@@ -1726,7 +1727,7 @@ class RtspProxyLayer:
     def _timer(self, name: str, out: list[Command]) -> None:
         if name == "auth-timeout" and self.auth_check is not None:
             self.auth_check.timed_out()
-            self._auth_step(b"", out)
+            self._auth_done_if_answered(out)
             return
         if name == "client-timeout":
             out.append(
