@@ -232,6 +232,12 @@ class RtspDialect:
             rtcp_tracks[track.origin_channels[1]] = rec
         return FillRecorder(fill, now, rtp_tracks=rtp_tracks, rtcp_tracks=rtcp_tracks)
 
+    def continue_numbering(
+        self, old: Replay, new: Replay, old_sink: Sink, new_sink: Sink
+    ) -> None:
+        """A variant switch replaced ``old`` by ``new`` on the same sink: let the viewer's
+        packet numbering go on (RTP replays restamp per PLAY anyway)."""
+
     def make_replay(
         self, source: Any, pairs: list[tuple[Track, TrackMeta]], wallclock: Any
     ) -> Replay:
@@ -371,6 +377,8 @@ class RtspProxyLayer:
         self.replay: Replay | None = None
         self.dialect_variant: str | None = None  # what the dialect said at the decision
         self.deferred_play: Request | None = None
+        self.replay_playing = False
+        self.resume_from: float | None = None
         """A PLAY answered here while the cache variant is not known yet (see
         :meth:`RtspDialect.variant`); sent to the origin once it is, unless the cache has it."""
         self.duration: float | None = None  # of the cached clip a HIT session plays
@@ -729,12 +737,10 @@ class RtspProxyLayer:
         headers = self.dialect.request_to_origin(req, headers)
         if self.cache_mode == "DEFER" and self._decide_deferred(req, out):
             return
-        if (
-            self.recorder is not None
-            and self.dialect_variant is not None
-            and self.dialect.variant(self._relative_controls()) != self.dialect_variant
-        ):
-            self._abort_fill(out, "the client changed what it receives (variant)")
+        if self.dialect_variant is not None and self.cache_mode in ("MISS", "HIT"):
+            variant = self.dialect.variant(self._relative_controls())
+            if variant is not None and variant != self.dialect_variant:
+                self._variant_changed(variant, out)
         if spec is not None:
             index = len(self.tracks)
             pending.track_index = index
@@ -750,6 +756,18 @@ class RtspProxyLayer:
         body = req.body
         self.in_flight = req
         self._send_origin(out, req.method, uri, headers, body, pending)
+        if self.resume_from is not None:
+            self._resume_at_origin(self.resume_from, out)
+            self.resume_from = None
+
+    def _resume_at_origin(self, npt: float, out: list[Command]) -> None:
+        """A HIT that became PASS mid-play: its accounting session plays from ``npt``."""
+        if self.described is None or self.origin_session is None:
+            return
+        headers = Headers(
+            [("Session", self.origin_session), ("Range", f"npt={npt:.3f}-"), ("Via", VIA)]
+        )
+        self._send_origin(out, "PLAY", self.described.base, headers, b"", _Pending(None, "resume"))
 
     def _send_origin(
         self,
@@ -1256,6 +1274,43 @@ class RtspProxyLayer:
             self.stats.result = "MISS"
         return None
 
+    def _variant_changed(self, variant: str, out: list[Command]) -> None:
+        """The client now wants another variant (a SureStream rate switch) mid-session. A MISS
+        aborts its fill (what follows is not the variant being stored). A HIT goes on from the
+        same media time with the new variant's object if the cache has it, else from the
+        origin (its accounting session is asked to PLAY from there: PASS from now on)."""
+        self.dialect_variant = variant
+        if self.cache_mode == "MISS":
+            if self.recorder is not None:
+                self._abort_fill(out, "the client changed what it receives (variant)")
+            return
+        replay, described, cache = self.replay, self.described, self.ctx.cache
+        assert replay is not None and described is not None and cache is not None
+        playing = self.replay_playing
+        position = replay.pause()
+        out.append(StopPlayout(replay))
+        if self.cache_key is not None:
+            cache.leave(self.cache_key)
+        self.replay = None
+        key = CacheKey.make(self.ctx.format_name, described.url, variant)
+        obj = cache.store.get(key)
+        if obj is not None and still_valid(obj.meta.validators, described.validators):
+            self._start_hit(key, obj, out)
+        if self.replay is not None:
+            for old_sink, new_sink in zip(replay.sinks, self.replay.sinks, strict=False):
+                self.dialect.continue_numbering(replay, self.replay, old_sink, new_sink)
+            if self.stats is not None:
+                self.stats.variant = variant
+            out.append(Log("INFO", f"{self.client}: variant switch to [{variant}] from the cache"))
+            if playing:
+                self.replay.play(self.ctx.monotonic(), position)
+                out.append(StartPlayout(self.replay))
+            return
+        self.cache_mode = "PASS"
+        out.append(Log("INFO", f"{self.client}: variant [{variant}] not cached: origin from now"))
+        if playing:
+            self.resume_from = position  # PLAY at the origin, behind the request that switched
+
     def _defer_play_pause(self, req: Request, out: list[Command]) -> None:
         """PLAY/PAUSE while the variant is unknown: answered here; the PLAY is kept."""
         session = [
@@ -1359,6 +1414,7 @@ class RtspProxyLayer:
         ]
         if req.method == "PAUSE":
             replay.pause()
+            self.replay_playing = False
             out.append(StopPlayout(replay))
             self._reply(out, 200, req.cseq, session)
             return
@@ -1386,6 +1442,7 @@ class RtspProxyLayer:
             self._reply(out, 200, req.cseq, headers)
         if self.stats is not None and self.stats.status < 300:
             self.stats.status = 200
+        self.replay_playing = True
         out.append(StartPlayout(replay))
 
     def _tracks_by_replay_order(self) -> list[Track]:

@@ -199,6 +199,14 @@ class RealDialect(RtspDialect):
     def make_recorder(self, fill: Fill, tracks: list[Track], now: float) -> Recorder:
         return make_recorder(fill, [t.origin_channels[0] for t in tracks], now)
 
+    def continue_numbering(self, old: Replay, new: Replay, old_sink: Sink, new_sink: Sink) -> None:
+        """A rate switch during a HIT: the new rate's packets go on from the old sequence."""
+        if isinstance(old, RdtReplay) and isinstance(new, RdtReplay):
+            before = next((t for t in old.tracks if t.sink is old_sink), None)
+            after = next((t for t in new.tracks if t.sink is new_sink), None)
+            if before is not None and after is not None:
+                after.seq, after.last_ts = before.seq, before.last_ts
+
     def make_replay(
         self, source: Any, pairs: list[tuple[Track, TrackMeta]], wallclock: Any
     ) -> Replay:

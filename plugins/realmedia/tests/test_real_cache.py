@@ -8,6 +8,7 @@ and with the raw :class:`RealClient`, which shows set ids, rules and stream ends
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -155,3 +156,44 @@ def test_a_cached_clip_behind_origin_auth_still_asks_the_origin(
     assert [r.result for r in records[:2]] == ["MISS", "HIT"]
     assert all(r.status == 401 for r in records[2:])
     assert "s3cret" not in repr(records)
+
+
+def switch_rate(proxy: ProxyThread, before: str, after: str) -> tuple[list[int], int, RealClient]:
+    """A viewer on ``before`` that switches to ``after`` a second in; its video rules in order
+    and how many it had at the switch."""
+    c = RealClient(proxy.port("realmedia"))
+    c.start("r/sure.rm", subscribe=before)
+    c.collect(1.0)
+    at = len(c.received.data)
+    reply = c.request(
+        "SET_PARAMETER", c.url("r/sure.rm"), [("Unsubscribe", before), ("Subscribe", after)]
+    )
+    assert reply.status == 200
+    c.collect(10, until_ends=2)
+    return [p.asm_rule for _, p in c.received.data], at, c
+
+
+def test_a_rate_switch_during_a_hit_goes_on_from_the_cached_rate(proxy: ProxyThread) -> None:
+    for rate in (LOW, HIGH):  # both rates cached
+        with RealClient(proxy.port("realmedia")) as c:
+            c.start("r/sure.rm", subscribe=rate)
+            c.collect(10, until_ends=2)
+    rules, at, c = switch_rate(proxy, LOW, HIGH)
+    with c:
+        seqs = [p.seq for _, p in c.received.data]
+    assert at > 5 and set(rules[:at]) <= {0, 1} and set(rules[at + 2 :]) == {2, 3}
+    assert all(b - a == 1 for a, b in itertools.pairwise(seqs))  # one numbering across it
+    records = proxy.wait_records(3)
+    assert [r.result for r in records] == ["MISS", "MISS", "HIT"]
+    assert records[2].origin_bytes < 5000  # both rates came from the cache
+
+
+def test_a_rate_switch_to_an_uncached_rate_goes_to_the_origin(proxy: ProxyThread) -> None:
+    with RealClient(proxy.port("realmedia")) as c:
+        c.start("r/sure.rm", subscribe=LOW)
+        c.collect(10, until_ends=2)
+    rules, at, c = switch_rate(proxy, LOW, HIGH)
+    c.close()
+    assert at > 5 and set(rules[:at]) <= {0, 1} and {2, 3} <= set(rules[at:])
+    records = proxy.wait_records(2)
+    assert records[1].result == "HIT" and records[1].origin_bytes > 10_000  # then the origin's
