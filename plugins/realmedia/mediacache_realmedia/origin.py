@@ -58,7 +58,6 @@ import itertools
 import re
 import secrets
 import struct
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,17 +496,12 @@ class RealOriginLayer:
 
     # -- events in --------------------------------------------------------------------------
 
-    def handle(self, event: Event) -> list[Command]:
-        try:
-            return self._handle(event)
-        except Exception as exc:  # a bug here must not leak the session slot or the socket
-            detail = "".join(traceback.format_exception(exc)).rstrip()
-            return [
-                Log("ERROR", f"realmedia origin: {self.ctx.client} failed: {detail}"),
-                *self._close("internal error", 500, abort=True),
-            ]
+    def abort(self, reason: str) -> list[Command]:
+        """A bug of ours raised (the driver logged it): free the session slot, record the
+        session as a 500 and drop the connection."""
+        return self._close(reason, 500, abort=True)
 
-    def _handle(self, event: Event) -> list[Command]:
+    def handle(self, event: Event) -> list[Command]:
         if isinstance(event, DataReceived):
             if event.conn is not self.ctx.client or self.phase is Phase.CLOSED:
                 return []

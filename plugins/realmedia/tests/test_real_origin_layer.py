@@ -447,6 +447,23 @@ def test_max_sessions_453_and_the_slot_comes_back(root: Path) -> None:
     assert one(pb, out).status == 200
 
 
+def test_abort_after_a_bug_frees_the_slot_and_records_a_500(root: Path) -> None:
+    """What the driver calls when the layer raised (SessionDriver._layer_failed)."""
+    o = Origin(root, max_sessions=1)
+    o.setup_all()
+    out = o.pb.layer.abort("internal error")  # type: ignore[attr-defined]
+    assert CloseConnection(o.pb.client, abort=True) in out
+    records = [c.record for c in out if isinstance(c, EmitRecord)]
+    assert [(r.status, r.reason) for r in records] == [(500, "internal error")]
+    pb = Playbook(o.factory, settings=RealConfig(), format_name="realmedia")  # same origin
+    pb.start()
+    r = one(pb, pb.client_sends(req("OPTIONS", URL, 1)))
+    response, sd = real_challenge_response(r.headers["RealChallenge1"])
+    out = pb.client_sends(req("SETUP", f"{URL}/a.rm/streamid=0", 2, "Transport: x-pn-tng/tcp",
+                              f"RealChallenge2: {response}, sd={sd}"))  # fmt: skip
+    assert one(pb, out).status == 200  # the slot came back
+
+
 def test_idle_client_is_dropped(root: Path) -> None:
     o = Origin(root)
     o.setup_all(transport="x-pn-tng/udp;client_port=5000")

@@ -68,7 +68,6 @@ import bisect
 import enum
 import hmac
 import secrets
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -408,17 +407,12 @@ class MmsOriginLayer:
 
     # -- events in --------------------------------------------------------------------------
 
-    def handle(self, event: Event) -> list[Command]:
-        try:
-            return self._handle(event)
-        except Exception as exc:  # a bug here must not leak the session slot or the socket
-            detail = "".join(traceback.format_exception(exc)).rstrip()
-            return [
-                Log("ERROR", f"wmt origin: {self.ctx.client} failed: {detail}"),
-                *self._close("internal error", 500, abort=True),
-            ]
+    def abort(self, reason: str) -> list[Command]:
+        """A bug of ours raised (the driver logged it): free the session slot, record the
+        session as a 500 and drop the connection."""
+        return self._close(reason, 500, abort=True)
 
-    def _handle(self, event: Event) -> list[Command]:
+    def handle(self, event: Event) -> list[Command]:
         if isinstance(event, DataReceived):
             if event.conn is not self.ctx.client or self.phase is Phase.CLOSED:
                 return []

@@ -395,10 +395,12 @@ def test_a_bug_in_the_layer_closes_the_session_and_frees_its_slot(monkeypatch):
 
     monkeypatch.setattr(s.state.library, "open", boom)
     s.layer.phase = Phase.FUNNEL
-    out = s.send(mms.OpenFile("clip.wmv"))
-    assert any(isinstance(c, Log) and c.level == "ERROR" and "boom" in c.message for c in out)
+    # the driver logs what a layer raises and then calls its abort (SessionDriver._layer_failed)
+    with pytest.raises(RuntimeError, match="boom"):
+        s.send(mms.OpenFile("clip.wmv"))
+    out = s.layer.abort("internal error")
     assert closes(out) == [CloseConnection(s.pb.client, abort=True)]
-    assert [r.record.status for r in records(out)] == [500]
+    assert [(r.record.status, r.record.reason) for r in records(out)] == [(500, "internal error")]
     assert s.state.active == 0
 
 
