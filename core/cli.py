@@ -99,8 +99,8 @@ def cmd_origin(args: argparse.Namespace) -> int:
     setup_logging(LogConfig(level=args.log_level))
     host = load_plugins()
     spec = host.registry.get(args.format)
-    if spec is None or spec.reference_origin is None:
-        names = [s.name for s in host.registry if s.reference_origin is not None]
+    if spec is None or not spec.has_reference_origin:
+        names = [s.name for s in host.registry if s.has_reference_origin]
         print(
             f"mediacache: no reference origin for {args.format!r} (have: {names})", file=sys.stderr
         )

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediacache.config import FormatConfig
+from mediacache.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mediacache.sansio.layer import Layer, SessionContext
+
+LayerFactory = Callable[["SessionContext"], "Layer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +32,11 @@ class OriginOptions:
 
 @dataclass(frozen=True, slots=True)
 class FormatSpec:
-    """One streaming format: its name, its defaults and the factories the core calls.
+    """One streaming format as the core sees it: its name, what it speaks, its defaults.
 
-    ``make_layer`` builds the sans-I/O protocol layer that serves one client control
-    connection. ``reference_origin``, where the format has no open-source origin server, is the
-    plugin's own origin (``mediacache origin NAME``): given the :class:`OriginOptions` it
-    returns the layer factory for one client connection of the origin. The core runs it like
-    the proxy (same listener, UDP sockets, timers and playout scheduler), so the origin is
-    sans-I/O too; state shared by its connections (the session count) lives in the factory.
+    Pure description: the code of a format (its protocol layer, its reference origin, its
+    prefetcher) is reached only through the hookspecs (``mediacache_make_layer``,
+    ``mediacache_reference_origin``, ``mediacache_prefetch``), called with the format's name.
     """
 
     name: str
@@ -44,20 +44,66 @@ class FormatSpec:
     description: str
     protocols: tuple[str, ...]
     config_type: type[FormatConfig]
-    make_layer: Callable[[SessionContext], Layer]
-    reference_origin: Callable[[OriginOptions], Callable[[SessionContext], Layer]] | None = None
+    has_reference_origin: bool = False
+    """Does the plugin ship an origin of its own (``mediacache origin NAME``, through
+    ``mediacache_reference_origin``)? For formats with no open-source origin server."""
     origin_schemes: tuple[str, ...] = ("rtsp",)
     http_tunnel: bool = False
     """Does the listener also take RTSP-over-HTTP tunnels (Apple's GET/POST pair with an
     ``x-sessioncookie``)? For RTSP formats; see :mod:`mediacache.server.httptunnel`."""
-    prefetch: Callable[[str, str, int], Awaitable[Any]] | None = None
-    """``prefetch(url, proxy_host, proxy_port)``: play ``url`` through the proxy's own
-    listener to fill the cache (``mediacache cache prefetch``); returns a result with
-    ``ok``, ``detail`` and ``seconds``. The core ships one for RTSP formats."""
 
     @property
     def defaults(self) -> FormatConfig:
         return self.config_type()
+
+
+class FormatPlugin:
+    """The hookimpls of a plugin that serves one format, which is what a format plugin is.
+
+    A plugin module makes one (``PLUGIN = FormatPlugin(SPEC, make_layer, ...)``) and its entry
+    point names it (``quicktime = "mediacache_quicktime.plugin:PLUGIN"``). It registers the spec
+    and answers the format hooks for that format's name only, so several plugins never have to
+    agree on anything. A plugin with more to say adds hookimpls of its own.
+    """
+
+    def __init__(
+        self,
+        spec: FormatSpec,
+        make_layer: LayerFactory,
+        *,
+        reference_origin: Callable[[OriginOptions], LayerFactory] | None = None,
+        prefetch: Callable[[str, str, int], Awaitable[Any]] | None = None,
+    ) -> None:
+        if spec.has_reference_origin != (reference_origin is not None):
+            raise ValueError(f"{spec.name}: has_reference_origin disagrees with the factory")
+        self.spec = spec
+        self._make_layer = make_layer
+        self._reference_origin = reference_origin
+        self._prefetch = prefetch
+
+    @hookimpl
+    def mediacache_register_formats(self, registry: FormatRegistry) -> None:
+        registry.add(self.spec)
+
+    @hookimpl
+    def mediacache_make_layer(self, format_name: str, ctx: SessionContext) -> Layer | None:
+        return self._make_layer(ctx) if format_name == self.spec.name else None
+
+    @hookimpl
+    def mediacache_reference_origin(
+        self, format_name: str, options: OriginOptions
+    ) -> LayerFactory | None:
+        if format_name != self.spec.name or self._reference_origin is None:
+            return None
+        return self._reference_origin(options)
+
+    @hookimpl
+    def mediacache_prefetch(
+        self, format_name: str, url: str, proxy_host: str, proxy_port: int
+    ) -> Awaitable[Any] | None:
+        if format_name != self.spec.name or self._prefetch is None:
+            return None
+        return self._prefetch(url, proxy_host, proxy_port)
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """The hookspecs: every call the core makes into a plugin.
 
-Grouped by lifecycle phase, all prefixed ``mediacache_``. Per-format behaviour itself (the
-protocol layer, port defaults, config keys, the reference origin) is not a hook: a plugin
-registers a :class:`~mediacache.formats.FormatSpec` once at start and the core looks formats up
-by name, so no hook ever has to ask "is this request mine?". The hooks below are for that
-registration, for policy overrides, and for observers.
+Grouped by lifecycle phase, all prefixed ``mediacache_``. A plugin describes its formats once
+(:func:`mediacache_register_formats`: name, protocols, ports, config struct, as a
+:class:`~mediacache.formats.FormatSpec`, which holds no code), and the core reaches a format's
+code only through the hooks below, each called with the format's name: a plugin answers for
+its own formats and returns None for the others. What a hook returns (a protocol layer, a
+layer factory, a coroutine) is then driven through the core's own interfaces
+(:class:`~mediacache.sansio.layer.Layer`: events in, commands out), never by a plugin-specific
+call.
 
 The access log is itself a built-in plugin implementing :func:`mediacache_session_closed`.
 """
@@ -16,9 +19,13 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from mediacache.config import Config
-    from mediacache.formats import FormatRegistry
+    from mediacache.formats import FormatRegistry, OriginOptions
     from mediacache.logs import AccessRecord
+    from mediacache.sansio.layer import Layer, SessionContext
+    from mediacache.server.prefetch import PrefetchResult
 
 PROJECT = "mediacache"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -46,6 +53,48 @@ def mediacache_configure(config: Config) -> None:
     Called once after :func:`mediacache_register_formats`, before any listener opens. Plugins
     keep what they need; they must not change ``config``. A plugin raising here stops the
     start with its error (a plugin that cannot work with the config must say so early).
+    """
+
+
+# -- a format's code --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def mediacache_make_layer(format_name: str, ctx: SessionContext) -> Layer | None:
+    """The sans-I/O protocol layer that serves one new client control connection.
+
+    Called for every connection accepted on ``format_name``'s listeners (an RTSP-over-HTTP
+    tunnel counts once, for its GET). ``ctx`` carries the format's settings, the client
+    connection, the data plane, the cache and splitter services and the hook relay. Return the
+    layer for your own format, None for any other. The first non-None result wins; a format
+    no plugin makes a layer for refuses the connection with a log line.
+    """
+
+
+@hookspec(firstresult=True)
+def mediacache_reference_origin(
+    format_name: str, options: OriginOptions
+) -> Callable[[SessionContext], Layer] | None:
+    """The layer factory of the format's own origin server (``mediacache origin NAME``).
+
+    Called once when the origin starts, for formats whose spec says ``has_reference_origin``.
+    Return a factory of one origin layer per client connection (state the connections share,
+    such as the session count, lives in the factory), or None for another format. The core
+    runs it like the proxy: same listener, UDP sockets, timers and playout scheduler. Raise
+    ValueError for options the origin refuses (the message is shown). First non-None wins.
+    """
+
+
+@hookspec(firstresult=True)
+def mediacache_prefetch(
+    format_name: str, url: str, proxy_host: str, proxy_port: int
+) -> Awaitable[PrefetchResult] | None:
+    """Play ``url`` through the proxy's own listener to fill the cache.
+
+    Called by ``mediacache cache prefetch`` (the admin API), with the address of the
+    format's listener: the fill takes the same path as a client's miss. Return an awaitable
+    of the result (``ok``, ``detail``, ``seconds``), or None for another format or one that
+    cannot prefetch (the admin API then answers 400). The first non-None result wins.
     """
 
 

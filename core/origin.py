@@ -1,6 +1,6 @@
 """What every format's reference origin needs, format-neutral: its media library and shared state.
 
-A plugin's reference origin (``FormatSpec.reference_origin``, run by ``mediacache origin NAME``)
+A plugin's reference origin (``mediacache_reference_origin``, run by ``mediacache origin NAME``)
 serves clips from files under ``--root``. :class:`MediaLibrary` is the one place such an origin
 touches the disk: it maps a URL path to a file safely under the root, says whether the file is
 live (under ``ROOT/live/``) and keeps each clip, parsed by the format's own callback, until its

@@ -168,10 +168,17 @@ class AdminServer:
         url = self._url(query)
         name = query.get("format") or next(iter(self.proxy.services), "")
         service = self.proxy.services.get(name)
-        if service is None or service.spec.prefetch is None:
+        host = "127.0.0.1"
+        if service is not None and service.listen[0] not in ("", "0.0.0.0", "::"):
+            host = service.listen[0]
+        fill = None
+        if service is not None:
+            fill = self.proxy.host.hook.mediacache_prefetch(
+                format_name=name, url=url, proxy_host=host, proxy_port=service.port
+            )
+        if fill is None:
             raise HttpError(400, f"format {name!r} is not served or cannot prefetch")
-        host = "127.0.0.1" if service.listen[0] in ("", "0.0.0.0", "::") else service.listen[0]
-        task = asyncio.ensure_future(service.spec.prefetch(url, host, service.port))
+        task = asyncio.ensure_future(fill)
         self.prefetches.add(task)
         task.add_done_callback(self._prefetch_done)
         if query.get("wait") in ("1", "true", "yes"):

@@ -48,7 +48,8 @@ class FormatService:
     sessions: set[SessionDriver] = field(default_factory=set)
     listen: tuple[str, int] = ("", 0)
     make_layer: Callable[[SessionContext], Layer] | None = None
-    """Overrides ``spec.make_layer`` (a reference origin is served this way)."""
+    """Serves this factory's layers instead of asking ``mediacache_make_layer`` (a reference
+    origin is served this way)."""
 
     @property
     def port(self) -> int:
@@ -66,7 +67,8 @@ class ProxyServer:
         cls, spec: FormatSpec, options: OriginOptions, host: PluginHost
     ) -> ProxyServer:
         """A server running ``spec``'s reference origin instead of the proxy."""
-        if spec.reference_origin is None:
+        factory = host.hook.mediacache_reference_origin(format_name=spec.name, options=options)
+        if factory is None:
             raise ValueError(f"format {spec.name!r} ships no reference origin")
         config = Config()
         config.cache.enabled = False
@@ -76,7 +78,7 @@ class ProxyServer:
         settings = msgspec.structs.replace(
             spec.config_type(), listen=options.listen, udp_ports=options.udp_ports
         )
-        service = FormatService(spec, settings, make_layer=spec.reference_origin(options))
+        service = FormatService(spec, settings, make_layer=factory)
         server.services[spec.name] = service
         return server
 
@@ -196,7 +198,13 @@ class ProxyServer:
             splitter=self.splitter,
             post=lambda event: self.loop.call_soon(driver.feed, event),  # type: ignore[union-attr]
         )
-        driver.layer = (service.make_layer or service.spec.make_layer)(ctx)
+        if service.make_layer is not None:
+            layer = service.make_layer(ctx)
+        else:
+            layer = self.host.hook.mediacache_make_layer(format_name=service.spec.name, ctx=ctx)
+        if layer is None:  # a plugin that registered a format but makes no layer for it
+            raise RuntimeError(f"no plugin makes a layer for format {service.spec.name!r}")
+        driver.layer = layer
         service.sessions.add(driver)
         return driver
 

@@ -87,7 +87,7 @@ def test_a_format_registered_twice_fails_the_second_plugin() -> None:
         def mediacache_register_formats(self, registry):  # type: ignore[no-untyped-def]
             registry.add(qt.QUICKTIME)
 
-    exts = [Extension("quicktime", None, qt, None), Extension("dup", None, Dup(), None)]
+    exts = [Extension("quicktime", None, qt.PLUGIN, None), Extension("dup", None, Dup(), None)]
     host = load_plugins(ExtensionManager.make_test_instance(exts))  # type: ignore[arg-type]
     assert "quicktime" in host.registry
     assert host.registry.owners["quicktime"] == "quicktime"

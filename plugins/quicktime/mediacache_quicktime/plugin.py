@@ -1,10 +1,9 @@
-"""Hookimpls of the QuickTime format: registers the format; the RTSP layer is the core's."""
+"""The QuickTime format plugin (entry point ``PLUGIN``); the RTSP layer is the core's."""
 
 from __future__ import annotations
 
 from mediacache.config import FormatConfig, Port
-from mediacache.formats import FormatRegistry, FormatSpec
-from mediacache.hookspecs import hookimpl
+from mediacache.formats import FormatPlugin, FormatSpec
 from mediacache.rtsp.proxy import RtspDialect, RtspProxyLayer
 from mediacache.sansio.layer import SessionContext
 from mediacache.server.prefetch import prefetch_rtsp
@@ -34,12 +33,8 @@ QUICKTIME = FormatSpec(
         "RTSP over HTTP (tunnelled)",
     ),
     config_type=QuickTimeConfig,
-    make_layer=make_layer,
     http_tunnel=True,
-    prefetch=prefetch_rtsp,
 )
 
 
-@hookimpl
-def mediacache_register_formats(registry: FormatRegistry) -> None:
-    registry.add(QUICKTIME)
+PLUGIN = FormatPlugin(QUICKTIME, make_layer, prefetch=prefetch_rtsp)

@@ -244,7 +244,7 @@ def test_a_broken_plugin_is_reported_and_quicktime_still_works(origin: GstRtspOr
 
     exts = [
         Extension("broken", None, Broken(), None),  # type: ignore[arg-type]
-        Extension("quicktime", None, qt, None),  # type: ignore[arg-type]
+        Extension("quicktime", None, qt.PLUGIN, None),  # type: ignore[arg-type]
     ]
     host = load_plugins(ExtensionManager.make_test_instance(exts))
     assert [f.name for f in host.failures] == ["broken"]

@@ -337,7 +337,7 @@ class OriginState(core_origin.OriginState[MediaLibrary, Credentials]):
 
 
 def reference_origin(options: OriginOptions) -> Callable[[SessionContext], RealOriginLayer]:
-    """``FormatSpec.reference_origin``: the layer factory of one origin (shared state inside)."""
+    """The layer factory of one origin, shared state inside (``mediacache_reference_origin``)."""
     state = OriginState.from_options(options)
 
     def make_layer(ctx: SessionContext) -> RealOriginLayer:

@@ -1,10 +1,9 @@
-"""Hookimpls of the RealMedia format: registers ``realmedia`` (Real RTSP with RDT, .rm files)."""
+"""The RealMedia format plugin (entry point ``PLUGIN``): Real RTSP with RDT, .rm files."""
 
 from __future__ import annotations
 
 from mediacache.config import FormatConfig, Port
-from mediacache.formats import FormatRegistry, FormatSpec
-from mediacache.hookspecs import hookimpl
+from mediacache.formats import FormatPlugin, FormatSpec
 from mediacache_realmedia import __version__
 from mediacache_realmedia.layer import make_layer
 from mediacache_realmedia.ldap import LdapSettings
@@ -40,13 +39,11 @@ REALMEDIA = FormatSpec(
         "RTSP over HTTP (tunnelled)",
     ),
     config_type=RealConfig,
-    make_layer=make_layer,
     http_tunnel=True,
-    reference_origin=reference_origin,
-    prefetch=prefetch_real,
+    has_reference_origin=True,
 )
 
 
-@hookimpl
-def mediacache_register_formats(registry: FormatRegistry) -> None:
-    registry.add(REALMEDIA)
+PLUGIN = FormatPlugin(
+    REALMEDIA, make_layer, reference_origin=reference_origin, prefetch=prefetch_real
+)

@@ -1455,5 +1455,5 @@ class MmsProxyLayer:
 
 
 def make_layer(ctx: SessionContext) -> MmsProxyLayer:
-    """``FormatSpec.make_layer`` of the ``wmt`` format."""
+    """The ``wmt`` format's layer for one client connection (``mediacache_make_layer``)."""
     return MmsProxyLayer(ctx)

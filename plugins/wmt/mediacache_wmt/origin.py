@@ -289,7 +289,7 @@ def basic_token(user: str, password: str) -> bytes:
 
 
 def reference_origin(options: OriginOptions) -> Callable[[SessionContext], MmsOriginLayer]:
-    """``FormatSpec.reference_origin``: the layer factory of one origin (shared state inside)."""
+    """The layer factory of one origin, shared state inside (``mediacache_reference_origin``)."""
     state = OriginState.from_options(options)
 
     def make_layer(ctx: SessionContext) -> MmsOriginLayer:

@@ -1,10 +1,9 @@
-"""Hookimpls of the Windows Media format: registers ``wmt`` (MMS on port 1755)."""
+"""The Windows Media format plugin (entry point ``PLUGIN``): MMS on port 1755."""
 
 from __future__ import annotations
 
 from mediacache.config import FormatConfig, Port
-from mediacache.formats import FormatRegistry, FormatSpec
-from mediacache.hookspecs import hookimpl
+from mediacache.formats import FormatPlugin, FormatSpec
 from mediacache_wmt import __version__
 from mediacache_wmt.layer import make_layer
 from mediacache_wmt.origin import reference_origin
@@ -29,13 +28,9 @@ WMT = FormatSpec(
     description="Windows Media: MMS ([MS-MMSP]) with MMST (TCP) and MMSU (UDP) data, ASF",
     protocols=("MMS", "MMST", "MMSU"),
     config_type=WmtConfig,
-    make_layer=make_layer,
-    reference_origin=reference_origin,
+    has_reference_origin=True,
     origin_schemes=("mms", "mmst", "mmsu"),
-    prefetch=prefetch_mms,
 )
 
 
-@hookimpl
-def mediacache_register_formats(registry: FormatRegistry) -> None:
-    registry.add(WMT)
+PLUGIN = FormatPlugin(WMT, make_layer, reference_origin=reference_origin, prefetch=prefetch_mms)

@@ -563,7 +563,7 @@ def test_the_wmt_format_is_registered_with_its_origin():
 
     host = load_plugins()
     spec = host.registry["wmt"]
-    assert spec.protocols == ("MMS", "MMST", "MMSU") and spec.reference_origin is not None
+    assert spec.protocols == ("MMS", "MMST", "MMSU") and spec.has_reference_origin
     assert (spec.defaults.listen, spec.defaults.origin_port, spec.defaults.udp_ports) == (
         "0.0.0.0:1755", 1755, "1024-5000")
     assert not [f for f in host.failures if "wmt" in str(f)]

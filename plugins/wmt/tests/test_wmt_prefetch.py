@@ -14,6 +14,7 @@ import pytest
 from wmt_origin_env import by_stream, clip, have
 from wmt_proxy_env import cached_keys, expected, fills, origin_thread, play_clip, proxy_url, routed
 
+from mediacache.plugins import load_plugins
 from mediacache.server.prefetch import PrefetchResult
 from mediacache.testing import peers
 from mediacache.testing.origin import OriginThread
@@ -44,8 +45,13 @@ def prefetch(p: ProxyThread, url: str, *, streams: set[int] | None = None) -> Pr
     return asyncio.run(prefetch_mms(url, "127.0.0.1", p.port("wmt"), streams=streams))
 
 
-def test_the_format_registers_its_prefetcher() -> None:
-    assert WMT.prefetch is prefetch_mms
+def test_the_prefetch_hook_answers_for_wmt_only() -> None:
+    hook = load_plugins().hook
+    fill = hook.mediacache_prefetch(
+        format_name=WMT.name, url="mms://h/a", proxy_host="h", proxy_port=1
+    )
+    assert asyncio.iscoroutine(fill) and fill.cr_code is prefetch_mms.__code__
+    fill.close()
 
 
 def test_prefetch_fills_the_cache_and_ffmpeg_then_hits(origin, proxy) -> None:
