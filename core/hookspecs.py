@@ -139,14 +139,16 @@ def mediacache_session_closed(record: AccessRecord) -> None:
 
 
 @hookspec(firstresult=True)
-def mediacache_cache_variant(format_name: str, url: str, tracks: list[str]) -> str | None:
-    """The variant key of a clip: the part of the cache key beyond the URL.
+def mediacache_cache_variant(format_name: str, url: str, variant: str) -> str | None:
+    """The variant key of a clip or live feed: the part of its key beyond the URL.
 
-    Called at a session's first PLAY once it is known to be cacheable. ``url`` is the origin
-    URL of the presentation (without credentials), ``tracks`` the controls of the tracks the
-    client set up, relative to it (Real: the subscribed rules; Windows Media: the selected
-    stream numbers, as the format's layer reports them). Return a string to override the
-    format's own key (by default the sorted tracks joined by commas), or None.
+    Called when a session's variant becomes known (its first PLAY; Real: its first ASM
+    Subscribe) and again whenever the client changes it (a SureStream rate switch), for
+    cached clips and split feeds alike. ``url`` is the origin URL of the presentation
+    (without credentials); ``variant`` is the format's own key: QuickTime, the controls of
+    the tracks set up, relative to ``url``, sorted and joined by commas; Real, those plus
+    ``|`` and the subscribed ASM rules; Windows Media, the selected stream numbers. Return
+    a string to use instead (say, to let every rate share one object), or None to keep it.
     The first non-None result wins.
     """
 

@@ -375,7 +375,7 @@ class RtspProxyLayer:
         self.cache_key: CacheKey | None = None
         self.recorder: Recorder | None = None
         self.replay: Replay | None = None
-        self.dialect_variant: str | None = None  # what the dialect said at the decision
+        self.dialect_variant: str | None = None  # the dialect's own variant at the decision
         self.deferred_play: Request | None = None
         self.replay_playing = False
         self.resume_from: float | None = None
@@ -738,9 +738,10 @@ class RtspProxyLayer:
         if self.cache_mode == "DEFER" and self._decide_deferred(req, out):
             return
         if self.dialect_variant is not None and self.cache_mode in ("MISS", "HIT"):
-            variant = self.dialect.variant(self._relative_controls())
-            if variant is not None and variant != self.dialect_variant:
-                self._variant_changed(variant, out)
+            own = self.dialect.variant(self._relative_controls())
+            if own is not None and own != self.dialect_variant:
+                self.dialect_variant = own
+                self._variant_changed(self._keyed(own), out)
         if spec is not None:
             index = len(self.tracks)
             pending.track_index = index
@@ -1225,28 +1226,22 @@ class RtspProxyLayer:
         if not described.on_demand:
             if self.ctx.splitter is None or not self.dialect.can_split:
                 return self._pass("live, and splitting is disabled", out)
-            variant = self.dialect.variant(self._relative_controls())
-            if variant is None:
+            own = self.dialect.variant(self._relative_controls())
+            if own is None:
                 self.cache_mode = "DEFER"
                 return None
-            return self._decide_split(variant)
+            return self._decide_split(self._keyed(own))
         if cache is None or not cache.settings.enabled or not self.dialect.can_cache:
             return self._pass("cache disabled (or not for this format yet)", out)
         if described.no_cache:
             return self._pass("origin said no-cache", out)
         if described.authenticated and not self._may_cache_authenticated(described.url):
             return self._pass("authenticated content", out)
-        relative = [relative_control(described.base, c) for c in self.setup_controls]
-        variant = None
-        if self.ctx.hook is not None:
-            variant = self.ctx.hook.mediacache_cache_variant(
-                format_name=self.ctx.format_name, url=described.url, tracks=relative
-            )
-        self.dialect_variant = self.dialect.variant(relative)
-        variant = variant if variant is not None else self.dialect_variant
-        if variant is None:
+        own = self.dialect_variant = self.dialect.variant(self._relative_controls())
+        if own is None:
             self.cache_mode = "DEFER"
             return None
+        variant = self._keyed(own)
         key = CacheKey.make(self.ctx.format_name, described.url, variant)
         if self.stats is not None:
             self.stats.variant = variant
@@ -1279,7 +1274,6 @@ class RtspProxyLayer:
         aborts its fill (what follows is not the variant being stored). A HIT goes on from the
         same media time with the new variant's object if the cache has it, else from the
         origin (its accounting session is asked to PLAY from there: PASS from now on)."""
-        self.dialect_variant = variant
         if self.cache_mode == "MISS":
             if self.recorder is not None:
                 self._abort_fill(out, "the client changed what it receives (variant)")
@@ -1591,6 +1585,16 @@ class RtspProxyLayer:
     def backpressure(self) -> bool:
         """May a slow client pause our origin connection? Not when it feeds other viewers."""
         return self.feed_role != "owner"
+
+    def _keyed(self, own: str) -> str:
+        """The variant key for the dialect's own variant ``own``: a plugin's
+        ``mediacache_cache_variant`` may replace it (asked once per variant the client picks)."""
+        if self.ctx.hook is None or self.described is None:
+            return own
+        hooked = self.ctx.hook.mediacache_cache_variant(
+            format_name=self.ctx.format_name, url=self.described.url, variant=own
+        )
+        return own if hooked is None else str(hooked)
 
     def _relative_controls(self) -> list[str]:
         described = self.described

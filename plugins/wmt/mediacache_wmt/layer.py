@@ -838,8 +838,7 @@ class MmsProxyLayer:
         variant = ",".join(map(str, sorted(selected)))
         if self.ctx.hook is not None:
             hooked = self.ctx.hook.mediacache_cache_variant(
-                format_name=self.ctx.format_name, url=target.url,
-                tracks=[str(n) for n in sorted(selected)],
+                format_name=self.ctx.format_name, url=target.url, variant=variant
             )
             variant = hooked if hooked is not None else variant
             live = self.ctx.hook.mediacache_is_live(
