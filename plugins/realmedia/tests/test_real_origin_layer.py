@@ -39,7 +39,7 @@ from mediacache_realmedia.origin import (
     reference_origin,
     request_path,
 )
-from mediacache_realmedia.plugin import REALMEDIA, RealConfig, make_layer
+from mediacache_realmedia.plugin import PLUGIN, REALMEDIA, RealConfig, make_layer
 from mediacache_realmedia.sdp import multirate_rulebook, parse_asm_rulebook
 from mediacache_realmedia.wire.rdt import RdtData, RdtStreamEnd, build_data_packet, parse_rdt
 from mediacache_realmedia.wire.rmf import parse_rm
@@ -581,7 +581,8 @@ def test_multirate_rulebook_conditions() -> None:
 def test_plugin_registers_the_format_with_the_real_proxy_layer() -> None:
     """The proxy side is the core's RTSP layer with Real's transports: the origin is asked for
     RDT on the player's own interleaved channel (ffmpeg routes RDT by set id = channel)."""
-    assert REALMEDIA.name == "realmedia" and REALMEDIA.reference_origin is reference_origin
+    assert REALMEDIA.name == "realmedia" and REALMEDIA.has_reference_origin
+    assert PLUGIN._reference_origin is reference_origin and PLUGIN.spec is REALMEDIA
     assert RealConfig().listen == "0.0.0.0:9231" and RealConfig().udp_ports == "6970-32000"
     assert RealConfig().origin_port == 554
     pb = Playbook(make_layer, settings=RealConfig(), format_name="realmedia")
