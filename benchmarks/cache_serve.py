@@ -35,6 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from replay_origin import stream_rate  # noqa: E402 - the shared rig lives there
 from rtsp_passthrough import (  # noqa: E402 - the shared rig lives there
     Processes,
     Sampler,
@@ -147,7 +148,8 @@ def measure(proxy: Any, url: str, n: int, duration: float, ramp: float) -> dict[
         pkts = interp_packets(res["timeline"], t1) - interp_packets(res["timeline"], t0)
         cpu = sampler.cpu_at(t1) - sampler.cpu_at(t0)
         row["pps"] = round(pkts / (t1 - t0))
-        row["kbit_per_viewer"] = None
+        stream_pps, stream_kbit = stream_rate()
+        row["kbit_per_viewer"] = round(row["pps"] / n * stream_kbit / stream_pps, 1)
         if pkts > 0 and cpu > 0:
             row["cpu_s_per_1k_pkts"] = round(1000 * cpu / pkts, 5)
             row["pkts_per_cpu_s"] = round(pkts / cpu)
@@ -195,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(out: dict[str, Any]) -> None:
+    pps, kbit = stream_rate()
     print()
+    print(f"one viewer's stream: {pps:.0f} RTP packets/s, {kbit:.0f} kbit/s (RTP, headers in)")
     print("cached clip served over UDP (steady window):")
     print(
         f"{'N':>6} {'ok':>6} {'pkts/s':>8} {'loss%':>7} {'late p50':>9} {'late p99':>9} "

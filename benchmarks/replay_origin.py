@@ -67,7 +67,8 @@ from mediacache.rtsp import (
 )
 
 MAGIC = b"MCRTPREC1\n"
-DEFAULT_RECORDING = Path(tempfile.gettempdir()) / "mediacache-bench" / "h264_aac-10s.rtprec"
+DEFAULT_RECORDING = Path(tempfile.gettempdir()) / "mediacache-bench" / "h264_aac_300k-10s.rtprec"
+"""The 10 s H.264 + AAC test pattern at about 300 kbit/s (the viewer rate the issues name)."""
 SR_INTERVAL = 5.0
 MAX_TCP_BACKLOG = 4 * 1024 * 1024  # bytes queued to one client before its packets are dropped
 PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, GET_PARAMETER, SET_PARAMETER, TEARDOWN"
@@ -285,13 +286,20 @@ def ensure_recording(path: Path = DEFAULT_RECORDING, seconds: float = 10.0) -> P
         return path
     from mediacache.testing.peers import GstRtspOrigin, make_clip
 
-    clip = make_clip(seconds=seconds)
+    clip = make_clip(seconds=seconds, kind="h264_aac_300k")
     with GstRtspOrigin({"clip": clip}, live=()) as origin:
         rec = capture(origin.url("/vod/clip"), limit=seconds + 30)
     if not rec.packets:
         raise RuntimeError("the capture holds no RTP packet")
     rec.save(path)
     return path
+
+
+def stream_rate(path: Path = DEFAULT_RECORDING) -> tuple[float, float]:
+    """(RTP packets per second, kbit/s of RTP packets, headers included) of one viewer."""
+    rec = Recording.load(path)
+    size = sum(len(pkt) for _, pkt in rec.packets)
+    return len(rec.packets) / rec.duration, 8 * size / rec.duration / 1000
 
 
 # -- serving ------------------------------------------------------------------------------------
@@ -917,6 +925,8 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "recording": str(path),
                     "duration": round(rec.duration, 3),
+                    "viewer_pkt_per_s": round(len(rec.packets) / rec.duration, 1),
+                    "viewer_kbit_per_s": round(stream_rate(path)[1], 1),
                     "tracks": [
                         {"clock_rate": t.clock_rate, "packets": n, "m": t.media_lines[0]}
                         for t, n in zip(rec.tracks, counts, strict=True)

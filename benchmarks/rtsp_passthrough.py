@@ -707,7 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "split ([split] enabled = true)" if args.split else "pass-through"
     revision = core_revision()
     pin = f"proxy on CPU {PIN['proxy']}, rig on {PIN['rig']}" if PIN["proxy"] else "not pinned"
+    from replay_origin import stream_rate
+
+    pps, kbit = stream_rate()
     print(f"\nmode: {mode}; core {revision}; {os.cpu_count()} CPUs, {pin}")
+    print(f"one viewer's stream: {pps:.0f} RTP packets/s, {kbit:.0f} kbit/s (RTP, headers in)")
     print(f"median run of {args.repeat} per N (by pkt/CPU-s); range = min-max over the runs")
     print_table(median_rows(rows))
     if prof is not None:
