@@ -26,6 +26,7 @@ transports and headers; the state machine stays here.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from mediacache.access import ClientAuthenticator, CredentialCheck
 from mediacache.cache.objects import CacheError, CacheKey, TrackMeta
 from mediacache.cache.playout import available
 from mediacache.cache.store import Fill
+from mediacache.config import split_host_port
 from mediacache.errors import ProtocolError
 from mediacache.logs import AccessRecord
 from mediacache.rtp import rtcp_has_bye, rtp_timestamp
@@ -584,20 +586,34 @@ class RtspProxyLayer:
             url = parse_url(req.uri)
         except ProtocolError:
             return 400, "Bad Request (request URL must be absolute rtsp://)"
+        # A URL on our port naming another host, with no route of ours, is forwarded; if that
+        # host is in fact us (behind a NAT, say), the request comes back, one hop longer each
+        # time: our Via entries count the hops and end such a loop.
+        max_hops = 8
+        hops = sum(
+            "mediacache" in hop.split() for v in req.headers.get_all("Via") for hop in v.split(",")
+        )
+        if hops >= max_hops:
+            out.append(Log("WARNING", f"{self.client}: forwarding loop for {req.uri}"))
+            return 508, f"Loop Detected (came through {hops} mediacache proxies)"
         hooked = None
         if self.ctx.hook is not None:
             hooked = self.ctx.hook.mediacache_resolve_origin(
                 format_name=self.ctx.format_name, url=req.uri
             )
-        addressed_to_us = url.effective_port(554) == self.ctx.listen_port
+        on_our_port = url.effective_port(554) == self.ctx.listen_port
         if hooked:
             origin = parse_url(hooked)
             target = _Target(origin=origin)
-        elif addressed_to_us:
-            target = self._reverse_target(url)
-            if target is None:
-                out.append(Log("INFO", f"{self.client}: no route for {req.uri}"))
-                return 404, "Not Found (no route for this path)"
+        elif on_our_port and (reverse := self._reverse_target(url)) is not None:
+            # a route of ours, whatever the host: players name us by any of our addresses or
+            # names, or by those of an L4 balancer in front of us (DESIGN.md, "Deployment")
+            target = reverse
+        elif self._addressed_to_us(url) or (
+            on_our_port and req.method == "OPTIONS" and url.path == "/"
+        ):  # (the bare server URL on our port, whatever the host: VLC's realrtsp greeting)
+            out.append(Log("INFO", f"{self.client}: no route for {req.uri}"))
+            return 404, "Not Found (no route for this path)"
         else:
             if not self.ctx.settings.forward:
                 return 403, "Forbidden (forward proxying is disabled)"
@@ -609,6 +625,44 @@ class RtspProxyLayer:
             target.connect_to = (parent.host, parent.effective_port(554))
         self.target = target
         return None
+
+    def _addressed_to_us(self, url: RtspUrl) -> bool:
+        """Does ``url``, which no route of ours matched, name this proxy (404) rather than a
+        server to forward to (a parent mediacache on the same port, say)?
+
+        Its port must be the one the connection came in on, and its host ours: the address
+        the connection came in on, a listen address, loopback while we listen on a wildcard
+        address, or ``localhost``. Other names and addresses are another server's: which
+        names (or NAT addresses) are ours only DNS and the network know, and a layer does
+        not resolve; if one is ours after all, the Via hop count ends the loop (see
+        :meth:`_resolve_target`). Same rule as the MMS layer's (``mediacache_wmt.routing``).
+        """
+        if url.effective_port(554) != self.ctx.listen_port:
+            return False
+
+        def plain(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+            try:
+                addr = ipaddress.ip_address(text.split("%", 1)[0])
+            except ValueError:
+                return None
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                return addr.ipv4_mapped
+            return addr
+
+        host = plain(url.host)
+        if host is None:
+            return url.host.lower().rstrip(".") == "localhost"
+        ours = []
+        if self.client.local is not None:
+            ours.append(plain(self.client.local[0]))
+        for listen in (self.ctx.settings.listen, *self.ctx.settings.also_listen):
+            if listen:
+                ours.append(plain(split_host_port(listen, self.ctx.listen_port)[0]))
+        if host in ours:
+            return True
+        # a wildcard listen holds the port on every local address ("::" on IPv4 ones too)
+        wildcards = {a.version for a in ours if a is not None and a.is_unspecified}
+        return host.is_loopback and (host.version in wildcards or 6 in wildcards)
 
     def _reverse_target(self, url: RtspUrl) -> _Target | None:
         best = None

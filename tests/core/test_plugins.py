@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from loguru import logger
 from stevedore import ExtensionManager
 from stevedore.extension import Extension
 
@@ -74,9 +78,47 @@ def test_an_entry_point_whose_registration_raises_is_reported(tmp_path: Path) ->
     assert "quicktime 0.1.0" in out.stdout
 
 
-def test_core_alone_says_no_format_is_installed() -> None:
+def test_core_alone_says_no_format_is_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With no plugin installed, ``mediacache plugins`` says so, and ``mediacache serve``
+    warns (the CLI and the server each) and keeps running rather than exiting."""
+    from mediacache import cli
+    from mediacache.server.app import ProxyServer, serve_forever
+
     host = load_plugins(ExtensionManager.make_test_instance([]))
     assert len(host.registry) == 0 and host.failures == []
+    monkeypatch.setattr(cli, "load_plugins", lambda: host)
+    assert cli.main(["plugins"]) == 0
+    assert capsys.readouterr().out == "no format is installed\n"
+
+    still_running: list[bool] = []
+
+    def run_briefly(server: ProxyServer) -> int:  # the CLI's loop, without its signals
+        async def main() -> None:
+            task = asyncio.create_task(serve_forever(server))
+            await asyncio.sleep(0.5)
+            still_running.append(not task.done())
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        return 0
+
+    monkeypatch.setattr(cli, "_run_until_signal", run_briefly)
+    monkeypatch.setattr(cli, "setup_logging", lambda config: None)  # keep our sink
+    config = tmp_path / "mc.toml"
+    config.write_text(f"cache_dir = '{tmp_path / 'cache'}'\n[admin]\nlisten = '127.0.0.1:0'\n")
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    try:
+        assert cli.main(["serve", "-c", str(config)]) == 0
+    finally:
+        logger.remove(sink)
+    assert still_running == [True]
+    assert any("no format plugin is installed" in m for m in messages)  # cli.cmd_serve
+    assert any("no format is installed" in m for m in messages)  # ProxyServer.start
 
 
 def test_a_format_registered_twice_fails_the_second_plugin() -> None:

@@ -161,7 +161,9 @@ def test_reverse_mode_maps_urls_both_ways() -> None:
 
 def test_no_route_on_our_own_port_is_404() -> None:
     pb = reverse()
-    out = pb.client_sends(req("DESCRIBE", "rtsp://proxy:1091/other/x", 1))
+    # our own host (loopback under the default wildcard listen); another host with no route
+    # of ours is forwarded (test_proxy_forward.py)
+    out = pb.client_sends(req("DESCRIBE", "rtsp://127.0.0.1:1091/other/x", 1))
     assert parse_one(pb.sent_to_client(out)[0]).status == 404
     assert not pb.opened_connections(out)
 

@@ -6,7 +6,9 @@ hash) equal those it receives from the origin directly.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -17,8 +19,17 @@ from stevedore import ExtensionManager
 from stevedore.extension import Extension
 
 from mediacache.plugins import load_plugins
+from mediacache.rtp import rtcp_has_bye
+from mediacache.rtsp.headers import parse_transports
 from mediacache.testing.judge import same_packets
-from mediacache.testing.peers import GstRtspOrigin, ffmpeg_framemd5, make_clip, missing_peers
+from mediacache.testing.peers import (
+    ByteCountingRelay,
+    GstRtspOrigin,
+    ffmpeg_framemd5,
+    free_port_pair,
+    make_clip,
+    missing_peers,
+)
 from mediacache.testing.proxy import ProxyThread, open_fds
 from mediacache.testing.rtspclient import MiniRtspClient, rtp_payloads
 
@@ -147,6 +158,85 @@ def test_access_control_refuses_other_networks(origin: GstRtspOrigin) -> None:
     assert origin.connections_total == seen  # refused before any origin connection
 
 
+def test_udp_client_sockets_get_rtp_and_rtcp_and_their_receiver_reports_count(
+    origin: GstRtspOrigin,
+) -> None:
+    """A UDP client on real sockets: RTP on its even port from the even server port the proxy
+    advertised, RTCP sender reports on its odd port from the odd one. Its receiver reports,
+    sent to the advertised odd port, are its only sign of life while it plays; they keep it
+    past ``session_timeout`` (1.5 s, the clip lasts 4) and each reaches the origin on its
+    RTCP channel, counted byte for byte by a relay in front of the origin."""
+    rtp_port, rtcp_port = free_port_pair()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp_sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp_sock,
+        ByteCountingRelay(origin.port) as relay,
+    ):
+        rtp_sock.bind(("127.0.0.1", rtp_port))
+        rtcp_sock.bind(("127.0.0.1", rtcp_port))
+        config = (
+            "[[routes]]\nformat = 'quicktime'\nprefix = '/vod/'\n"
+            f"origin = '{relay.url('/vod/')}'\n"
+            "[formats.quicktime]\nsession_timeout = 1.5\n[cache]\nenabled = false\n"
+        )
+        with ProxyThread(config) as p, MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+            url = proxied(p)
+            assert c.request("DESCRIBE", url).status == 200
+            r = c.request(
+                "SETUP",
+                f"{url}/stream=0",
+                [("Transport", f"RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port}")],
+            )
+            assert r.status == 200
+            (spec,) = parse_transports(r.headers.get("Transport") or "")
+            assert spec.client_port == (rtp_port, rtcp_port)
+            assert spec.server_port in p.udp_ports("quicktime")
+            server_rtp, server_rtcp = spec.server_port  # type: ignore[misc]
+            assert server_rtp % 2 == 0 and server_rtcp == server_rtp + 1
+            assert c.request("PLAY", url, [("Range", "npt=0-")]).status == 200
+            played_at, up_before = time.monotonic(), relay.bytes_up
+
+            report = bytes([0x80, 201, 0, 1]) + (0x5EED).to_bytes(4, "big")  # RR, no blocks
+            rtp: list[tuple[tuple[str, int], bytes]] = []
+            rtcp: list[tuple[tuple[str, int], bytes]] = []
+            reports_sent, next_report = 0, 0.0
+            with selectors.DefaultSelector() as sel:
+                sel.register(rtp_sock, selectors.EVENT_READ, rtp)
+                sel.register(rtcp_sock, selectors.EVENT_READ, rtcp)
+                deadline = played_at + 12
+                while time.monotonic() < deadline and not any(rtcp_has_bye(d) for _, d in rtcp):
+                    if time.monotonic() >= next_report:
+                        rtcp_sock.sendto(report, ("127.0.0.1", server_rtcp))
+                        reports_sent += 1
+                        next_report = time.monotonic() + 0.3
+                    for key, _ in sel.select(0.1):
+                        data, addr = key.fileobj.recvfrom(65536)  # type: ignore[union-attr]
+                        key.data.append((addr[:2], data))
+            ended_at = time.monotonic()
+            assert any(rtcp_has_bye(d) for _, d in rtcp), "the clip did not play to its end"
+            assert ended_at - played_at > 3  # twice the session timeout, on reports alone
+
+            assert len(rtp) > 50
+            assert {addr for addr, _ in rtp} == {("127.0.0.1", server_rtp)}
+            assert all(d[0] >> 6 == 2 and d[1] & 0x7F == 96 for _, d in rtp)  # RTP, H.264
+            assert {addr for addr, _ in rtcp} == {("127.0.0.1", server_rtcp)}
+            assert any(d[1] == 200 for _, d in rtcp)  # sender reports
+
+            frame = 4 + len(report)  # each report, interleaved on the origin connection
+            assert relay_settles(relay, up_before + reports_sent * frame)
+            assert c.request("TEARDOWN", url).status == 200
+        (record,) = p.wait_records(1)
+    assert record.reason == "teardown" and record.transport == "udp" and record.status == 200
+
+
+def relay_settles(relay: ByteCountingRelay, want: int, timeout: float = 5) -> bool:
+    """Has the relay carried exactly ``want`` bytes toward the origin (within ``timeout``)?"""
+    deadline = time.monotonic() + timeout
+    while relay.bytes_up < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return relay.bytes_up == want
+
+
 # -- hostile input ------------------------------------------------------------------------
 
 
@@ -191,9 +281,25 @@ def test_hostile_input_gets_errors_and_leaks_nothing(origin: GstRtspOrigin) -> N
                     pass
                 return _recv_all(s)
 
+        def closed_by_proxy(data: bytes) -> bytes:
+            """The reply to ``data``, sent without a FIN of ours: the proxy must answer and
+            close on its own, long before the 10 s receive limit and the 2 s idle timeout."""
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                t0 = time.monotonic()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    s.sendall(data)
+                reply = _recv_all(s, 10)
+                assert time.monotonic() - t0 < 1.5, "the proxy did not close the connection"
+                return reply
+
         rng = random.Random(7)
-        assert _status(raw(bytes(rng.getrandbits(8) for _ in range(4096)))) in (0, 400, 505)
+        garbage = bytes(rng.getrandbits(8) for _ in range(4096))
+        assert _status(closed_by_proxy(garbage)) in (400, 505)
+        assert _status(raw(garbage)) in (0, 400, 505)
         assert _status(raw(b"DESCRIBE " + b"a" * 1_000_000 + b" RTSP/1.0\r\n")) == 414
+        big_header = b"DESCRIBE %s RTSP/1.0\r\nCSeq: 1\r\nX-Big: " % url.encode()
+        big_header += b"a" * 1_000_000 + b"\r\n\r\n"
+        assert _status(closed_by_proxy(big_header)) == 400  # a header line over max_line
         many = b"DESCRIBE %s RTSP/1.0\r\nCSeq: 1\r\n" % url.encode()
         many += b"".join(b"X-H%d: v\r\n" % i for i in range(10_000)) + b"\r\n"
         assert _status(raw(many)) == 400
