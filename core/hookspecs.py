@@ -170,6 +170,7 @@ def mediacache_is_live(format_name: str, url: str, description: bytes) -> bool |
     Called once per client session when the origin described the stream (RTSP: the DESCRIBE
     reply's SDP in ``description``). Return True or False to decide, or None to let the
     format decide from its own protocol (RTSP: an SDP range with no end, such as
-    ``npt=now-`` or none at all, is live). A route's ``live = true|false`` overrides both.
+    ``npt=now-`` or none at all, or Real's ``a=LiveStream:integer;1``, is live). A route's
+    ``live = true|false`` overrides both.
     The first non-None result wins.
     """

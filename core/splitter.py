@@ -9,6 +9,12 @@ answered by the proxy, and their sinks are added to the fan-outs. Every viewer, 
 joiner, keeps its own origin control session (DESCRIBE, SETUP, keep-alives, TEARDOWN): the
 accounting connection, so the origin counts every viewer but sends one stream.
 
+Between the first viewer's decision and the origin's answer to its PLAY the feed is *starting*
+(:class:`StartingFeed`): a viewer of the same key deciding then neither PLAYs at the origin nor
+joins yet; it waits, and is told (a ``feed-start`` :class:`~mediacache.sansio.events.Notify`)
+when the owner's PLAY succeeded (it joins) or failed (it decides again: the first to do so owns
+the next attempt). So two viewers whose PLAYs cross never make two upstreams.
+
 When the owner leaves while joiners remain, its origin session goes on in the background
 (its layer keeps the origin connection; its client's access record is written) until the last
 viewer has left and ``linger`` seconds have passed. Child proxies are ordinary clients: a child
@@ -158,6 +164,25 @@ class LiveFeed:
         return seq, int.from_bytes(last[4:8], "big")
 
 
+FEED_START = "feed-start"
+"""Topic of the :class:`Notify` a waiting viewer gets when a starting feed started or failed."""
+
+
+@dataclass(eq=False)
+class StartingFeed:
+    """A feed whose owner's PLAY is at the origin: other viewers of its key wait for it."""
+
+    key: tuple[str, str, str]
+    owner: object
+    waiters: dict[object, Callable[[Any], None]] = field(default_factory=dict)
+    """Each waiting viewer and how to notify it (its session's ``post``)."""
+
+    def wake(self, detail: str) -> None:
+        waiters, self.waiters = self.waiters, {}
+        for post in waiters.values():
+            post(Notify(FEED_START, detail))
+
+
 @dataclass
 class SplitterService:
     """Every live feed of the process (one event loop: no locking)."""
@@ -165,14 +190,47 @@ class SplitterService:
     linger: float = 5.0
     reconnect_timeout: float = 15.0
     feeds: dict[tuple[str, str, str], LiveFeed] = field(default_factory=dict)
+    starting: dict[tuple[str, str, str], StartingFeed] = field(default_factory=dict)
 
     def get(self, key: tuple[str, str, str]) -> LiveFeed | None:
         feed = self.feeds.get(key)
         return feed if feed is not None and feed.ended is None else None
 
+    def claim(
+        self, key: tuple[str, str, str], viewer: object, post: Callable[[Any], None]
+    ) -> bool:
+        """The decision of a viewer with no feed to join: True if it owns the start of the
+        feed of ``key`` (its PLAY may go to the origin), False if another viewer's start is
+        under way (``viewer`` then waits for it: ``post`` gets a ``feed-start`` notice)."""
+        starting = self.starting.get(key)
+        if starting is None:
+            self.starting[key] = StartingFeed(key, viewer)
+            return True
+        if starting.owner is viewer:
+            return True
+        starting.waiters[viewer] = post
+        return False
+
+    def release(self, key: tuple[str, str, str], viewer: object) -> None:
+        """``viewer`` no longer starts the feed of ``key`` (its PLAY failed, or it left) or no
+        longer waits for it. An owner's release wakes the waiters: each decides again."""
+        starting = self.starting.get(key)
+        if starting is None:
+            return
+        if starting.owner is viewer:
+            del self.starting[key]
+            starting.wake("failed")
+        else:
+            starting.waiters.pop(viewer, None)
+
     def start(self, key: tuple[str, str, str], owner: object, controls: list[str]) -> LiveFeed:
+        """The owner's PLAY succeeded: the feed exists, and the viewers waiting join it."""
         feed = LiveFeed(key, {c: FeedTrack(c) for c in controls}, owner)
         self.feeds[key] = feed
+        starting = self.starting.get(key)
+        if starting is not None and starting.owner is owner:
+            del self.starting[key]
+            starting.wake("started")
         return feed
 
     def end(self, feed: LiveFeed, reason: str) -> None:

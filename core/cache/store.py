@@ -158,6 +158,7 @@ class Fill:
         "__weakref__",
         "_abort_reason",
         "_blob",
+        "_hits",
         "_last_t",
         "_meta",
         "_offsets",
@@ -181,6 +182,7 @@ class Fill:
         self._state: FillState = "filling"
         self._abort_reason: str | None = None
         self._result: CachedObject | None = None
+        self._hits = 0  # clients that read this fill: hits of the object it becomes
         self._subscribers: list[Callable[[Fill], None]] = []
         #: Increases on every change; a poller compares it with the value it last saw.
         self.version = 0
@@ -545,8 +547,15 @@ class CacheStore:
         return fill
 
     def get_fill(self, key: CacheKey) -> Fill | None:
-        """The fill in progress for ``key``, for a client to join; None if there is none."""
-        return self._fills.get(key)
+        """The fill in progress for ``key``, for a client to join; None if there is none.
+
+        A client reading a fill is a hit of the object it becomes: counted in :meth:`stats`
+        now, and in the object's ``hits`` (with its last use) when the fill commits."""
+        fill = self._fills.get(key)
+        if fill is not None:
+            self._hits += 1
+            fill._hits += 1
+        return fill
 
     def _forget_fill(self, fill: Fill) -> None:
         if self._fills.get(fill.key) is fill:
@@ -571,8 +580,9 @@ class CacheStore:
 
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry(key=key, meta=meta)
+            entry = self._entries[key] = _Entry(key=key, meta=meta, hits=fill._hits)
         else:
+            entry.hits += fill._hits
             self._entries.move_to_end(key)
             if entry.obj is not None:  # the previous content is never served again
                 self._memory_bytes -= entry.meta.size
@@ -677,7 +687,9 @@ class CacheStore:
         """The committed object for ``key``, loading it from disk if needed; None on a miss.
 
         Counts a hit or a miss and makes the object the most recently used. A file that fails
-        its checks is deleted and reported to ``on_damaged``; the call is then a miss.
+        its checks is deleted and reported to ``on_damaged``; the call is then a miss. With no
+        committed object but a fill of ``key`` in progress it counts nothing: the caller joins
+        that fill, and :meth:`get_fill` counts the hit.
         """
         self._check_open()
         entry = self._entries.get(key)
@@ -685,7 +697,8 @@ class CacheStore:
         if entry is not None:
             obj = entry.obj if entry.obj is not None else self._load(entry)
         if obj is None or entry is None:
-            self._misses += 1
+            if self._fills.get(key) is None:
+                self._misses += 1
             return None
         self._hits += 1
         entry.hits += 1

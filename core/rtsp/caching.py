@@ -4,7 +4,8 @@ Which clips are cached (DESIGN.md "Caching of on-demand clips", issue 3 point 6)
 
 * only on-demand clips: the SDP range must have an end (``npt=0-4.2`` or GStreamer's
   ``npt=now-4.2``); an open range (``npt=now-``, ``npt=0-``) or none at all means live or
-  unknown, which is passed through (and later split);
+  unknown, which is passed through (and later split); so does Real's session-level
+  ``a=LiveStream:integer;1``, whatever the range says (the origin says it is live);
 * not when the origin says ``Cache-Control: no-cache`` or ``no-store`` on DESCRIBE;
 * not content that needed authentication, where the format forbids caching it (the dialect's
   ``cache_authenticated``; a plugin hook may decide otherwise per URL);
@@ -58,7 +59,9 @@ def still_valid(stored: dict[str, str], fresh: dict[str, str]) -> bool:
 
 
 def is_on_demand(sd: SessionDescription) -> bool:
-    """A clip with a known end (see the module docstring)."""
+    """A clip with a known end, not marked live (see the module docstring)."""
+    if any(v.strip().lower() == "integer;1" for v in sd.attributes("LiveStream")):
+        return False
     ranges = [r for r in (sd.range, *(m.range for m in sd.media)) if r is not None]
     return bool(ranges) and all(r.end is not None for r in ranges)
 

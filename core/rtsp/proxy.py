@@ -102,7 +102,7 @@ from mediacache.sansio.events import (
     TimerFired,
 )
 from mediacache.sansio.layer import SessionContext, Sink
-from mediacache.splitter import LiveFeed
+from mediacache.splitter import FEED_START, LiveFeed
 
 VIA = "RTSP/1.0 mediacache"
 SUPPORTED_METHODS = (
@@ -121,6 +121,9 @@ ORIGIN_CONTINUE = "origin-continue"
 """Posted to ourselves to go on reading the origin's bytes after a relayed response."""
 FILL_IDLE_LIMIT = 15.0
 """A fill whose origin sends nothing for this long (while not paused) is aborted."""
+FEED_WAIT_GRACE = 5.0
+"""A viewer waits for another's starting feed at most this beyond ``origin_response_timeout``
+(the bound of the owner's PLAY itself: its failure wakes the waiters before)."""
 
 # Headers that describe one hop, rebuilt by us on each side rather than copied.
 _HOP_REQUEST = ("CSeq", "Session", "Content-Length", "Transport", "Connection", "Proxy-Require")
@@ -394,6 +397,8 @@ class RtspProxyLayer:
         self.feed_rtcp: dict[int, bool] = {}  # origin RTCP channel -> BYE seen
         self.reconnecting: float | None = None  # when the feed's origin connection dropped
         self.reconnect_attempt = 0
+        self.feed_wait: tuple[Request, str | None] | None = None
+        """(held request, cache mode to go back to) while waiting for a starting feed."""
 
     # -- event dispatch -------------------------------------------------------------------
 
@@ -435,6 +440,8 @@ class RtspProxyLayer:
         ):
             self.feed = None
             self._shutdown(out, f"live feed ended: {event.detail}", notify_origin=True)
+        elif isinstance(event, Notify) and event.topic == FEED_START:
+            self._feed_wait_over(out)
         return out
 
     def abort(self, reason: str) -> list[Command]:
@@ -711,12 +718,12 @@ class RtspProxyLayer:
         status = 504 if event.timed_out else 502
         host, port = event.conn.peer
         target = self.target
-        if (
-            self.ctx.parent
-            and self.ctx.settings.parent_fallback
-            and target is not None
-            and target.connect_to != (target.origin.host, target.origin.effective_port(554))
-        ):
+        assert target is not None
+        # the origin's own address, as _resolve_target computes it (the format's origin_port
+        # for a URL naming none): anything else we connected to was the parent
+        direct = (target.origin.host, target.origin.effective_port(self.ctx.settings.origin_port))
+        via_parent = bool(self.ctx.parent) and target.connect_to != direct
+        if via_parent and self.ctx.settings.parent_fallback:
             out.append(
                 Log(
                     "WARNING",
@@ -724,13 +731,10 @@ class RtspProxyLayer:
                     f"({event.error}); going to the origin directly",
                 )
             )
-            target.connect_to = (
-                target.origin.host,
-                target.origin.effective_port(self.ctx.settings.origin_port),
-            )
+            target.connect_to = direct
             self._open_origin(out)
             return
-        why = f"origin {host}:{port} unreachable: {event.error}"
+        why = f"{'parent' if via_parent else 'origin'} {host}:{port} unreachable: {event.error}"
         out.append(Log("WARNING", f"{self.client}: {why}"))
         while self.queue:
             req = self.queue.popleft()
@@ -1050,8 +1054,11 @@ class RtspProxyLayer:
             self._remember_description(req, resp)
         if ok and req.method == "PLAY" and self.cache_mode == "MISS":
             self._begin_fill(req, resp, out)
-        if ok and req.method == "PLAY" and self.cache_mode == "FEED" and self.feed is None:
-            self._start_feed(out)
+        if req.method == "PLAY" and self.cache_mode == "FEED" and self.feed is None:
+            if ok:
+                self._start_feed(out)
+            else:
+                self._feed_start_failed(out, resp.status)
         if ok and req.method == "DESCRIBE" and body and self.target.client_base is not None:
             try:
                 sdp = rewrite_controls(parse_sdp(body), self.target.to_client)
@@ -1236,6 +1243,9 @@ class RtspProxyLayer:
         PLAY/PAUSE ourselves. True when answered here (it must not go to the origin)."""
         if req.method == "PLAY" and self.cache_mode is None:
             self._decide(req, out)
+        if self.cache_mode == "WAIT":
+            self._wait_for_feed(req, None, out)
+            return True
         if self.cache_mode == "DEFER":
             self._defer_play_pause(req, out)
             return True
@@ -1387,6 +1397,10 @@ class RtspProxyLayer:
         self.deferred_play = None
         self.cache_mode = None
         self._decide(play, out)
+        if self.cache_mode == "WAIT":  # ``req`` waits; the kept PLAY too, still unsent
+            self.deferred_play = play
+            self._wait_for_feed(req, "DEFER", out)
+            return True
         if self.cache_mode in ("HIT", "SPLIT"):
             session = [
                 ("Session", f"{self.session_id};timeout={int(self.ctx.settings.session_timeout)}")
@@ -1628,10 +1642,28 @@ class RtspProxyLayer:
                     )
                 )
                 self._release_tracks(out)
+                client_stats = self.stats
                 self._emit_record(out, "client closed")
+                self._begin_background_stats(client_stats)
                 out.append(CancelTimer("client-timeout"))
                 return
         self._shutdown(out, "client closed", notify_origin=True)
+
+    def _begin_background_stats(self, client: _SessionStats | None) -> None:
+        """The client's record is written; the origin bytes of the fill that goes on without
+        it are counted for one more record, written when the fill ends (committed or aborted):
+        same URL, variant and result (MISS), no client bytes, reason how the fill ended. So
+        every origin media byte is in some record and savings follow from the log alone."""
+        if client is None:
+            return
+        self.stats = _SessionStats(
+            start=self.ctx.clock(),
+            url=client.url,
+            status=client.status,
+            user_agent=client.user_agent,
+            result=client.result,
+            variant=client.variant,
+        )
 
     # -- live splitting ---------------------------------------------------------------------
 
@@ -1662,25 +1694,81 @@ class RtspProxyLayer:
         }
 
     def _decide_split(self, variant: str) -> None:
+        """A live stream: join its feed (SPLIT), start it (FEED: our PLAY goes to the origin),
+        or wait while another viewer's PLAY starts it (WAIT, see :meth:`_wait_for_feed`)."""
         described, splitter = self.described, self.ctx.splitter
         assert described is not None and splitter is not None
         key = (self.ctx.format_name, described.url, variant)
         if self.stats is not None:
             self.stats.variant = variant
+        self.feed_key = key
         feed = splitter.get(key)
-        if feed is not None and set(self._relative_controls()) <= set(feed.tracks):
-            self.feed, self.feed_role, self.cache_mode = feed, "joiner", "SPLIT"
-            feed.posts[self] = self.ctx.post
-            if self.stats is not None:
-                self.stats.result = "SPLIT"
+        if feed is not None:
+            if set(self._relative_controls()) <= set(feed.tracks):
+                self.feed, self.feed_role, self.cache_mode = feed, "joiner", "SPLIT"
+                feed.posts[self] = self.ctx.post
+                if self.stats is not None:
+                    self.stats.result = "SPLIT"
+            else:  # a feed of other tracks under the same key (a hook's variant): relayed
+                self.cache_mode = "PASS"
             return
-        self.cache_mode, self.feed_key = "FEED", key
+        self.cache_mode = "FEED" if splitter.claim(key, self, self.ctx.post) else "WAIT"
+
+    def _wait_for_feed(self, req: Request, resume: str | None, out: list[Command]) -> None:
+        """Another viewer's PLAY is starting the feed we want: hold ``req`` as if it were at
+        the origin (nothing else goes there meanwhile) until a ``feed-start`` notice (see
+        :meth:`_feed_wait_over`), for at most the owner's own bound plus a grace."""
+        self.feed_wait = (req, resume)
+        self.in_flight = req
+        bound = self.ctx.settings.origin_response_timeout + FEED_WAIT_GRACE
+        out.append(SetTimer("feed-wait", bound))
+        key = self.feed_key
+        assert key is not None
+        out.append(Log("DEBUG", f"{self.client}: waits for the live feed of {key[1]} to start"))
+
+    def _feed_wait_over(self, out: list[Command]) -> None:
+        """The feed we waited for started or failed: the held request takes the usual path
+        again, in the cache mode it had, so we join, start the feed ourselves, or wait on."""
+        if self.feed_wait is None:
+            return
+        req, resume = self.feed_wait
+        self.feed_wait = None
+        out.append(CancelTimer("feed-wait"))
+        self.in_flight = None
+        self.cache_mode = resume
+        self.queue.appendleft(req)
+        self._pump(out)
+
+    def _feed_wait_timeout(self, out: list[Command]) -> None:
+        """Waited too long for another viewer's feed (it neither started nor failed): end
+        this session with a clean 504 rather than open a second upstream."""
+        if self.feed_wait is None:
+            return
+        self.feed_wait = None
+        why = "the live feed did not start in time"
+        out.append(Log("WARNING", f"{self.client}: {why}"))
+        held = [self.in_flight] if self.in_flight is not None else []
+        self.in_flight = None
+        for req in [*held, *self.queue]:
+            self._reply(out, 504, req.cseq, [("X-Mediacache-Error", why)])
+        self.queue.clear()
+        self._shutdown(out, why, notify_origin=True, status=504)
+
+    def _feed_start_failed(self, out: list[Command], status: int) -> None:
+        """The origin refused our PLAY: the feed did not start. The viewers waiting for it
+        decide again (one of them starts it); a PLAY our client retries decides again too."""
+        splitter, key = self.ctx.splitter, self.feed_key
+        if splitter is not None and key is not None:
+            splitter.release(key, self)
+        self.cache_mode = None
+        out.append(Log("INFO", f"{self.client}: live feed not started: origin answered {status}"))
 
     def _start_feed(self, out: list[Command]) -> None:
         """Our PLAY was accepted: our origin session becomes the feed of this live stream."""
         splitter, key = self.ctx.splitter, self.feed_key
         assert splitter is not None and key is not None
-        if splitter.get(key) is not None:  # another owner won the race: stay a plain relay
+        if splitter.get(key) is not None:  # a feed of the key exists already: stay a relay
+            splitter.release(key, self)
             self.cache_mode = "PASS"
             return
         controls = self._relative_controls()
@@ -1748,13 +1836,15 @@ class RtspProxyLayer:
             out.append(
                 Log("WARNING", f"{self.client}: live feed lost its origin ({why}); reconnecting")
             )
-        if now - self.reconnecting >= splitter.reconnect_timeout:
+        left = splitter.reconnect_timeout - (now - self.reconnecting)
+        if left <= 0:
             self.reconnecting = None
+            self._stop_feed_use(out, f"live feed lost: {why}")  # the joiners' records say why
             if self.in_flight is not None or self.queue:
                 self._fail_origin(out, 502, why)
             self._shutdown(out, f"live feed lost: {why}", notify_origin=False, status=502)
             return
-        delay = min(0.5 * 2**self.reconnect_attempt, 4.0)
+        delay = min(0.5 * 2**self.reconnect_attempt, 4.0, left)  # the last try at the timeout
         self.reconnect_attempt += 1
         self.pending.clear()
         out.append(CancelTimer("origin-response"))
@@ -1816,6 +1906,8 @@ class RtspProxyLayer:
 
     def _stop_feed_use(self, out: list[Command], reason: str) -> None:
         feed, splitter = self.feed, self.ctx.splitter
+        if splitter is not None and self.feed_key is not None:
+            splitter.release(self.feed_key, self)  # a feed we were starting, or waiting for
         if feed is None:
             return
         self.feed = None
@@ -1857,6 +1949,8 @@ class RtspProxyLayer:
             self._origin_keepalive(out)
         elif name == "feed-linger":
             self._feed_linger(out)
+        elif name == "feed-wait":
+            self._feed_wait_timeout(out)
         elif name == "feed-reconnect" and self.reconnecting is not None:
             self.origin_session = None
             self._open_origin(out)

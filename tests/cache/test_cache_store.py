@@ -565,6 +565,27 @@ def test_stats_count_hits_and_misses(open_store: Callable[..., CacheStore]) -> N
     assert stats.fill_bytes == 3 and stats.disk_objects == 1 and stats.memory_objects == 1
 
 
+def test_readers_of_a_fill_are_hits_of_its_object(open_store: Callable[..., CacheStore]) -> None:
+    """A client that joins a fill in progress (the proxy asks get, then get_fill) is a hit:
+    in the stats at once, in the object's hits and last use once the fill commits."""
+    clock = FakeClock()
+    store = open_store(clock=clock)
+    assert store.get(QT_A) is None and store.get_fill(QT_A) is None  # the filler: a miss
+    fill = store.begin_fill(QT_A)
+    fill.add_packet(0, 0.0, b"abc")
+    for _ in range(2):  # two joiners
+        assert store.get(QT_A) is None and store.get_fill(QT_A) is fill
+    stats = store.stats()
+    assert (stats.hits, stats.misses) == (2, 1)
+    before = clock.now
+    fill.commit()
+    [info] = store.list()
+    assert info.hits == 2 and info.last_use > before
+    assert store.get(QT_A) is not None and store.list()[0].hits == 3
+    store.close()
+    assert open_store().list()[0].hits == 3, "saved like any hit"
+
+
 def test_closed_store_refuses_work_and_aborts_fills(open_store: Callable[..., CacheStore]) -> None:
     store = open_store()
     fill = store.begin_fill(QT_A)

@@ -124,3 +124,33 @@ def test_check_config_cli(tmp_path: Path) -> None:
     err = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=60)
     assert err.returncode == 2
     assert str(bad) in err.stderr and "$.formats.quicktime.origin_port" in err.stderr
+
+
+def test_the_default_cache_dir_is_per_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG_CACHE_HOME when set, else ~/.cache; always a ``mediacache`` folder in it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_config(None).cache_dir == str(tmp_path / "xdg" / "mediacache")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert parse_config("").cache_dir == str(tmp_path / "home" / ".cache" / "mediacache")
+    assert parse_config(f"cache_dir = '{tmp_path}/c'").cache_dir == f"{tmp_path}/c"
+
+
+def test_cache_limits_reach_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[cache] memory_limit`` / ``disk_limit`` size the store the server opens, in the
+    default per-user directory."""
+    from mediacache.server.app import open_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    config = parse_config("[cache]\nmemory_limit = 12345\ndisk_limit = 678910\n")
+    store = open_store(config)
+    try:
+        assert (store.memory_limit, store.disk_limit) == (12345, 678910)
+        assert store.directory == tmp_path / "mediacache"
+        assert (tmp_path / "mediacache" / "objects").is_dir()
+    finally:
+        store.close()
+    defaults = parse_config("")
+    assert (defaults.cache.memory_limit, defaults.cache.disk_limit) == (256 << 20, 10 << 30)

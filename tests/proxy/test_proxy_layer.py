@@ -421,11 +421,14 @@ def _describe_setup_play(
     return origin, out
 
 
-def test_origin_no_cache_means_pass() -> None:
+@pytest.mark.parametrize("directive", ["no-cache", "no-store", "private, no-store"])
+def test_origin_no_cache_means_pass(directive: str) -> None:
     pb = _cached_playbook()
-    origin, out = _describe_setup_play(pb, ("Cache-Control: no-cache",))
+    origin, out = _describe_setup_play(pb, (f"Cache-Control: {directive}",))
     assert parse_request(pb.sent_to(origin, out)[0]).method == "PLAY"  # forwarded, no fill
     assert pb.layer.cache_mode == "PASS"  # type: ignore[attr-defined]
+    pb.origin_sends(origin, resp(200, 3, "Range: npt=0-4"))
+    assert pb.layer.recorder is None and pb.ctx.cache.store.stats().fills == 0  # type: ignore[attr-defined, union-attr]
 
 
 def test_an_on_demand_clip_is_a_miss_and_fills() -> None:

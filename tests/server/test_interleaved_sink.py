@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from loguru import logger
+
 from mediacache.server.session import InterleavedSink
 
 
@@ -38,13 +40,22 @@ def test_frames_are_written_with_the_interleaved_header() -> None:
 
 
 def test_a_viewer_over_the_limit_loses_packets_then_is_disconnected() -> None:
-    t = FakeTransport(100_000)
-    sink = InterleavedSink(t, 0, drop_at=50_000, hopeless_after=0.2)  # type: ignore[arg-type]
-    sink.send(b"x")
-    assert t.written == [] and sink.dropped == 1 and not t.aborted
-    time.sleep(0.25)
-    sink.send(b"x")
-    assert t.aborted  # hopelessly behind
+    lines: list[str] = []
+    handler = logger.add(lines.append, format="{level} {message}", level="DEBUG")
+    try:
+        t = FakeTransport(100_000)
+        sink = InterleavedSink(t, 0, drop_at=50_000, hopeless_after=0.2)  # type: ignore[arg-type]
+        sink.send(b"x")
+        assert t.written == [] and sink.dropped == 1 and not t.aborted
+        assert not lines  # dropping alone is silent
+        time.sleep(0.25)
+        sink.send(b"x")
+        assert t.aborted  # hopelessly behind
+    finally:
+        logger.remove(handler)
+    assert [line.rstrip() for line in lines] == [
+        "WARNING client ('127.0.0.1', 1) is hopelessly behind (2 packets dropped): disconnected"
+    ]
     t2 = FakeTransport(100_000)
     sink2 = InterleavedSink(t2, 0, drop_at=50_000, hopeless_after=0.2)  # type: ignore[arg-type]
     sink2.send(b"x")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -12,6 +14,7 @@ import pytest
 
 from mediacache.testing.peers import GstRtspOrigin, make_clip, missing_peers
 from mediacache.testing.proxy import ProxyThread
+from mediacache.testing.rtspclient import MiniRtspClient
 
 pytestmark = [
     pytest.mark.peers,
@@ -50,6 +53,20 @@ def test_prefetch_pin_list_purge(origin: GstRtspOrigin) -> None:
         rows = cli(p, "list", "--json")
         assert isinstance(rows, list) and [r["key"]["url"] for r in rows] == [origin_url]
         assert rows[0]["pinned"] is False and rows[0]["size"] > 30_000
+        assert rows[0]["hits"] == 0  # the prefetch itself was the miss
+        before = time.time()
+        with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+            c.play_all_tcp(url, seconds=0.3)  # a HIT, left early
+        assert p.wait_records(2)[1].result == "HIT"
+        [row] = cli(p, "list", "--json")  # type: ignore[misc]
+        assert row["hits"] == 1 and before <= row["last_use"] <= time.time()
+        table = subprocess.run(
+            [sys.executable, "-m", "mediacache.cli", "cache", "list", "--admin", p.admin_url],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.splitlines()  # fmt: skip
+        when = datetime.datetime.fromtimestamp(row["last_use"]).strftime("%Y-%m-%d %H:%M:%S")
+        assert table[0].split()[:4] == ["size", "hits", "last", "use"]
+        assert table[1].split()[1:4] == ["1", *when.split()]
         assert cli(p, "pin", url) == {"url": url, "objects": 1}
         rows = cli(p, "list", "--json")
         assert rows[0]["pinned"] is True  # type: ignore[index]
@@ -65,6 +82,7 @@ def test_prefetch_pin_list_purge(origin: GstRtspOrigin) -> None:
             metrics = resp.read().decode()
         assert 'mediacache_sessions{format="quicktime"}' in metrics
         assert 'mediacache_sessions_total{format="quicktime",result="MISS"} 2' in metrics
+        assert 'mediacache_sessions_total{format="quicktime",result="HIT"} 1' in metrics
         assert 'mediacache_origin_bytes_total{format="quicktime",result="MISS"}' in metrics
 
 

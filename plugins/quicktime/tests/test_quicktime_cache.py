@@ -7,6 +7,7 @@ is measured on the wire, not taken from the proxy's own bookkeeping.
 from __future__ import annotations
 
 import itertools
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from mediacache.rtp import rtp_payload_offset
+from mediacache.rtsp.headers import RtpInfo, parse_range, parse_rtp_info
+from mediacache.rtsp.message import InterleavedFrame, Response
+from mediacache.rtsp.replay import signed32
 from mediacache.testing.judge import by_stream, same_packets
 from mediacache.testing.peers import (
     ByteCountingRelay,
@@ -168,6 +173,82 @@ def test_seek_into_a_cached_clip(relay: ByteCountingRelay, direct: list) -> None
     assert got[1] == full[1][len(full[1]) - len(got[1]) :]
 
 
+def _setup_both_tracks(c: MiniRtspClient, url: str) -> list[int]:
+    """DESCRIBE and SETUP both tracks interleaved (0-1, 2-3); each track's RTP clock rate."""
+    from mediacache.rtsp.caching import clock_rate_of
+    from mediacache.rtsp.sdp import parse_sdp
+
+    described = c.request("DESCRIBE", url)
+    assert described.status == 200
+    for i in range(2):
+        t = f"RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1}"
+        assert c.request("SETUP", f"{url}/stream={i}", [("Transport", t)]).status == 200
+    sd = parse_sdp(described.body)
+    return [clock_rate_of(sd, i)[0] for i in range(2)]
+
+
+def _play_mapping(resp: Response) -> tuple[float, dict[int, RtpInfo]]:
+    """A PLAY reply's Range start and its RTP-Info by RTP channel (stream=i: channel 2i)."""
+    assert resp.status == 200
+    start = parse_range(resp.headers.get("Range") or "").start
+    infos = parse_rtp_info(resp.headers.get("RTP-Info") or "")
+    by_channel = {2 * int(i.url.rstrip("/").rsplit("=", 1)[1]): i for i in infos}
+    assert start is not None and sorted(by_channel) == [0, 2]
+    return start, by_channel
+
+
+def _rtp(frame: InterleavedFrame) -> tuple[int, int, int, bytes]:
+    """(seq, timestamp, ssrc, payload) of an interleaved RTP frame."""
+    data = bytes(frame.payload)
+    seq, ts, ssrc = struct.unpack(">HII", data[2:12])
+    return seq, ts, ssrc, data[rtp_payload_offset(data) :]
+
+
+def test_seeks_on_a_hit_keep_each_tracks_numbering_and_timing(relay: ByteCountingRelay) -> None:
+    """PLAY, PLAY Range 2.0-, PLAY Range 0.5- on a cached clip of two tracks, no PAUSE between.
+    Per track: RTP-Info seq is the first packet's after each PLAY, one SSRC all along,
+    sequence numbers without a break, and every packet's timestamp maps through the RTP-Info
+    rtptime and the Range start to the media time the origin gave the same payload."""
+    with ProxyThread(config(relay.port)) as p:
+        url = url_of(p)
+        media_times: dict[tuple[int, bytes], set[float]] = {}
+        with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:  # the MISS: origin stamps
+            rates = _setup_both_tracks(c, url)
+            start, infos = _play_mapping(c.request("PLAY", url, [("Range", "npt=0-")]))
+            c.read_frames(10)
+            for f in c.frames:
+                if f.channel in infos:
+                    _, ts, _, payload = _rtp(f)
+                    rel = signed32(ts - (infos[f.channel].rtptime or 0))
+                    t = start + rel / rates[f.channel // 2]
+                    media_times.setdefault((f.channel, payload), set()).add(t)
+        assert p.wait_records(1)[0].result == "MISS"
+        with MiniRtspClient("127.0.0.1", p.port("quicktime")) as c:
+            _setup_both_tracks(c, url)
+            for asked, at_most in ((None, 0.0), (2.0, 2.0), (0.5, 0.5)):
+                rng = [("Range", f"npt={asked}-")] if asked is not None else []
+                start, infos = _play_mapping(c.request("PLAY", url, rng))
+                assert at_most - 1.0 < start <= at_most  # the key frame at or before it
+                first = len(c.frames)
+                c.read_frames(0.8, until_bye=False)
+                for channel, info in infos.items():
+                    got = [_rtp(f) for f in c.frames[first:] if f.channel == channel]
+                    assert len(got) > 10 and got[0][0] == info.seq
+                    rate = rates[channel // 2]
+                    for _, ts, _, payload in got:
+                        t = start + signed32(ts - (info.rtptime or 0)) / rate
+                        known = media_times.get((channel, payload), set())
+                        assert any(abs(t - m) <= 2 / rate for m in known), (asked, channel, t)
+                video = _rtp(next(f for f in c.frames[first:] if f.channel == 0))
+                assert video[1] == infos[0].rtptime  # playback starts at the Range start
+        for channel in (0, 2):
+            packets = [_rtp(f) for f in c.frames if f.channel == channel]
+            assert len({ssrc for _, _, ssrc, _ in packets}) == 1
+            seqs = [seq for seq, _, _, _ in packets]
+            assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert [r.result for r in p.wait_records(2)] == ["MISS", "HIT"]
+
+
 def test_an_origin_killed_mid_fill_leaves_nothing_servable(clip: Path) -> None:
     origin = GstRtspOrigin(vod={"clip.mp4": clip}, live=()).start()
     try:
@@ -178,12 +259,22 @@ def test_an_origin_killed_mid_fill_leaves_nothing_servable(clip: Path) -> None:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip
             try:
-                time.sleep(1.5)
-                origin.stop()
-                proc.communicate(timeout=20)  # a clean end, not a hang
+                deadline = time.monotonic() + 10
+                while p.call(lambda: p.cache.store.stats().fills) != 1:
+                    assert time.monotonic() < deadline, "the fill did not start"
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                origin.stop()  # mid-fill: the clip lasts 4 s
+                try:
+                    out, err = proc.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("ffmpeg did not end by itself within 20 s of the origin's death")
             finally:
                 proc.kill()
                 proc.wait()
+            # a clean end: the frames that came, then the end of its input (exit 0, no error)
+            assert proc.returncode == 0, err.decode(errors="replace")[-500:]
+            assert len(out.splitlines()) > 20
             assert p.wait_idle(10)
             assert cached_keys(p) == []
             assert p.call(lambda: p.cache.store.stats().fills) == 0
@@ -337,15 +428,14 @@ def test_pause_and_resume_on_a_hit(relay: ByteCountingRelay) -> None:
         assert [r.result for r in p.wait_records(2)] == ["MISS", "HIT"]
 
 
-def test_no_cache_from_the_origin_means_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A route forced live is never cached (the splitter will take it)."""
-    clip = make_clip(seconds=4, kind="h264_aac")
-    with GstRtspOrigin(vod={"clip.mp4": clip}, live=()) as o:
-        extra = "live = true\n"
-        with ProxyThread(config(o.port, extra)) as p:
-            play(p)
-            play(p)
-            assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
+def test_a_route_forced_live_is_passed_never_cached(origin: GstRtspOrigin) -> None:
+    """``[[routes]] live = true`` on an on-demand clip: never cached (the splitter takes it);
+    the origin's ``Cache-Control`` is covered by the layer's playbooks."""
+    with ProxyThread(config(origin.port, "live = true\n")) as p:
+        play(p)
+        play(p)
+        assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
+        assert cached_keys(p) == [] and p.call(lambda: p.cache.store.stats().fills) == 0
 
 
 def test_a_proxy_killed_mid_fill_leaves_no_object(origin: GstRtspOrigin, tmp_path: Path) -> None:
@@ -416,7 +506,8 @@ def test_a_proxy_killed_mid_fill_leaves_no_object(origin: GstRtspOrigin, tmp_pat
 def test_background_fill_when_the_first_client_leaves(
     relay: ByteCountingRelay, leave_after: float, kept: bool
 ) -> None:
-    """[cache] background_fill = 0.5: past half the clip the fill goes on without its client."""
+    """[cache] background_fill = 0.5: past half the clip the fill goes on without its client,
+    and the origin bytes of its rest are in one more access record (MISS, no client bytes)."""
     with ProxyThread(config(relay.port)) as p:
         url = url_of(p)
         c = MiniRtspClient("127.0.0.1", p.port("quicktime"))
@@ -430,6 +521,16 @@ def test_background_fill_when_the_first_client_leaves(
         assert p.wait_records(1)[0].reason == "client closed"
         assert p.wait_idle(8)  # the background session ends with its fill
         assert (len(cached_keys(p)) == 1) is kept
+        records = p.records()
+        if not kept:
+            assert [r.result for r in records] == ["MISS"]
+            return
+        client, background = records
+        assert (background.result, background.reason) == ("MISS", "background fill complete")
+        assert (background.url, background.bytes_to_client) == (client.url, 0)
+        size = p.call(lambda: p.cache.store.list()[0].size)  # the clip's RTP bytes
+        assert client.origin_bytes < size <= client.origin_bytes + background.origin_bytes
+        assert relay.bytes_down - 5_000 < client.origin_bytes + background.origin_bytes
 
 
 def test_a_clip_changed_at_the_origin_is_refetched() -> None:

@@ -6,12 +6,15 @@ Bytes from the origin are counted on the wire by relays, not taken from the prox
 from __future__ import annotations
 
 import itertools
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from loguru import logger
 
 from mediacache.testing.peers import (
     ByteCountingRelay,
@@ -44,10 +47,14 @@ def routes(port: int, extra: str = "") -> str:
 
 
 class Viewer:
-    """A light live viewer (TCP interleaved) reading in a thread until stopped."""
+    """A light live viewer (TCP interleaved) reading in a thread until stopped; with
+    ``reading=False`` it stops reading after PLAY (a viewer on a link too slow for the
+    stream), with a small receive buffer so the proxy's side fills soon."""
 
-    def __init__(self, port: int, path: str = "/live") -> None:
+    def __init__(self, port: int, path: str = "/live", *, reading: bool = True) -> None:
         self.client = MiniRtspClient("127.0.0.1", port)
+        if not reading:
+            self.client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         url = f"rtsp://127.0.0.1:{port}{path}"
         for attempt in range(5):  # GStreamer's shared live mount can answer 503 at first
             if self.client.request("DESCRIBE", url).status == 200:
@@ -58,7 +65,8 @@ class Viewer:
         self.play = self.client.request("PLAY", url)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        if reading:
+            self.thread.start()
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
@@ -84,7 +92,8 @@ class Viewer:
 
     def close(self) -> None:
         self.stop_event.set()
-        self.thread.join(3)
+        if self.thread.is_alive():
+            self.thread.join(3)
         self.client.close()
 
 
@@ -164,6 +173,25 @@ def test_on_demand_is_never_split(origin: GstRtspOrigin) -> None:
         assert [r.result for r in p.wait_records(2)] == ["PASS", "PASS"]
 
 
+def _feed_viewers(p: ProxyThread) -> list[int]:
+    """How many viewers each live feed of a running proxy has (a snapshot on its loop)."""
+    server = p.server
+    assert server is not None
+    splitter = server.splitter
+    return p.call(lambda: [len(f.viewers) for f in splitter.feeds.values()] if splitter else [])
+
+
+def _baseline(origin: GstRtspOrigin) -> float:
+    """Bytes per second the origin sends one viewer of the live stream (no proxy)."""
+    with ByteCountingRelay(origin.port) as solo:
+        direct = Viewer(solo.port)
+        try:
+            assert direct.wait_for_packets(10) > 10
+            return _rate(solo, 1.5)
+        finally:
+            direct.close()
+
+
 def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
     """One parent, two children, two viewers each: the parent pulls one feed from the
     origin and sends one to each child; the origin still sees all four viewers."""
@@ -189,8 +217,8 @@ def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
                 assert origin.wait_for(lambda: origin.active_sessions() - sessions_before == 4, 5)
                 time.sleep(1.0)
                 rates = [_rate(r, 2.0) for r in [to_origin, *relays]]
-                assert rates[0] > 10_000
-                assert all(rate < rates[0] * 1.5 for rate in rates[1:])  # one feed per child
+                # the parent's one feed serves both children's feeds: one owner, one joiner
+                assert _feed_viewers(parent) == [2]
                 assert all(v.wait_for_packets(20) > 20 for v in viewers)
                 # and real players: ffmpeg on each child decodes the split stream
                 urls = [f"rtsp://127.0.0.1:{c.port('quicktime')}/live" for c in children]
@@ -212,6 +240,16 @@ def test_hierarchy_parent_splits_to_children(origin: GstRtspOrigin) -> None:
                     c.__exit__(None, None, None)
                 for r in relays:
                     r.stop()
+            # the parent's sessions: each child's feed (one PASS owner, one SPLIT) and each
+            # child's accounting session (no PLAY: no media)
+            # (2 viewers and 1 ffmpeg per child: 6 sessions, more if ffmpeg retried over TCP)
+            records = parent.wait_records(6)
+            fed = sorted(r.result for r in records if r.bytes_to_client > 0)
+            assert len(records) >= 6 and fed == ["PASS", "SPLIT"], records
+    one = _baseline(origin)
+    assert one > 10_000  # a live stream flows
+    assert rates[0] < one * 1.5, (rates, one)  # one stream from the origin, for 4 viewers
+    assert all(one * 0.5 < rate < one * 1.5 for rate in rates[1:]), (rates, one)  # one per child
 
 
 def test_the_feed_reconnects_when_the_origin_comes_back() -> None:
@@ -274,3 +312,83 @@ def test_a_child_goes_direct_when_its_parent_is_down(origin: GstRtspOrigin) -> N
             assert v.wait_for_packets(10) > 10
         finally:
             v.close()
+
+
+def _small_send_buffer(p: ProxyThread, viewer: Viewer) -> None:
+    """Give the proxy's socket to ``viewer`` a small fixed send buffer. The kernel grows a
+    loopback socket's send buffer to 4 MB (80 s of this stream) before the proxy's own queue
+    would grow; a small one, like a congested link's, fills within a second or two."""
+    server = p.server
+    assert server is not None
+    here = viewer.client.sock.getsockname()[:2]
+
+    def shrink() -> bool:
+        for driver in server.services["quicktime"].sessions:
+            if driver.client.peer == here:
+                sock = driver.transports[driver.client].get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                return True
+        return False
+
+    assert p.call(shrink)
+
+
+def test_a_tcp_viewer_that_stops_reading_never_stalls_the_others(origin: GstRtspOrigin) -> None:
+    """Its queue (the proxy's send buffer) passes ``tcp_send_limit``: its packets are dropped,
+    the other viewers get every packet, and after ``tcp_hopeless_after`` over the limit it is
+    disconnected with a WARNING."""
+    lines: list[str] = []
+    handler = logger.add(lines.append, format="{level} {message}", level="WARNING")
+    limits = "[formats.quicktime]\ntcp_send_limit = 16384\ntcp_hopeless_after = 1.0\n"
+    try:
+        with ProxyThread(routes(origin.port, limits)) as p:
+            viewers = [Viewer(p.port("quicktime")) for _ in range(2)]  # the owner and a joiner
+            slow: Viewer | None = None
+            try:
+                assert all(v.wait_for_packets(20) > 20 for v in viewers)
+                slow = Viewer(p.port("quicktime"), reading=False)
+                assert slow.play.status == 200
+                slow_port = slow.client.sock.getsockname()[1]
+                _small_send_buffer(p, slow)
+                stalled = time.monotonic()
+                counts = [len(v.rtp_seqs()) for v in viewers]
+                record = p.wait_record(lambda r: r.client == f"127.0.0.1:{slow_port}", 15)
+                gone_after = time.monotonic() - stalled
+                assert record is not None and record.result == "SPLIT"
+                assert gone_after >= 1.0  # not before tcp_hopeless_after
+                after = [v.wait_for_packets(c + 25) for v, c in zip(viewers, counts, strict=True)]
+                assert all(a > c + 25 for a, c in zip(after, counts, strict=True))  # fed on
+                for v in viewers:
+                    seqs = v.rtp_seqs()
+                    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), "gap"
+            finally:
+                for v in [*viewers, *([slow] if slow else [])]:
+                    v.close()
+    finally:
+        logger.remove(handler)
+    behind = [line for line in lines if "hopelessly behind" in line]
+    assert len(behind) == 1 and behind[0].startswith("WARNING")
+    assert f"('127.0.0.1', {slow_port})" in behind[0]
+    dropped = re.search(r"\((\d+) packets dropped\)", behind[0])
+    assert dropped is not None and int(dropped.group(1)) >= 10  # dropped for a second first
+
+
+def test_a_child_without_fallback_refuses_when_its_parent_is_down(origin: GstRtspOrigin) -> None:
+    from mediacache.testing.peers import free_port
+
+    dead = free_port()
+    extra = (
+        f"[parents]\nquicktime = 'rtsp://127.0.0.1:{dead}'\n"
+        "[formats.quicktime]\nparent_fallback = false\n"
+    )
+    with ByteCountingRelay(origin.port) as to_origin:
+        with ProxyThread(routes(to_origin.port, extra)) as p:
+            url = f"rtsp://127.0.0.1:{p.port('quicktime')}/live"
+            with MiniRtspClient("127.0.0.1", p.port("quicktime")) as client:
+                first = client.request("DESCRIBE", url)
+                again = client.request("DESCRIBE", url)  # the connection lives; same answer
+            for r in (first, again):
+                why = r.headers.get("X-Mediacache-Error") or ""
+                assert r.status == 502 and why.startswith(f"parent 127.0.0.1:{dead}"), why
+            time.sleep(0.3)
+        assert to_origin.connections == []  # never the origin directly

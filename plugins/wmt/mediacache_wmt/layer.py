@@ -42,6 +42,9 @@ digest is the object's validator, like an SDP for RTSP).
 * **SPLIT**: a live broadcast (ReportOpenFile says broadcast, or the route says live) is fed
   once per (URL, variant): the first viewer's origin session carries the data (FEED, logged as
   PASS) and every later viewer joins its fan-out (SPLIT); each keeps its own origin session.
+  A player whose StartPlaying comes while the first one's is still at the origin waits for its
+  answer (WAIT: held, never sent; see :mod:`mediacache.splitter`), then joins, or starts the
+  feed itself if the first one's was refused.
 
 Reconnecting a live feed
 ------------------------
@@ -112,7 +115,7 @@ from mediacache.sansio.events import (
     TimerFired,
 )
 from mediacache.sansio.layer import SessionContext, Sink
-from mediacache.splitter import FanOut, LiveFeed
+from mediacache.splitter import FEED_START, FanOut, LiveFeed
 from mediacache_wmt.delivery import CacheReplay, ClientData, start_index
 from mediacache_wmt.errors import MmsProtocolError
 from mediacache_wmt.origin import error_reply
@@ -128,6 +131,9 @@ UDP_END_DELAY: Final = 0.3
 FILL_IDLE_LIMIT: Final = 15.0
 """A fill whose origin sends nothing for this long is aborted (the relay itself goes on)."""
 MAX_QUEUED: Final = 16
+FEED_WAIT_GRACE: Final = 5.0
+"""A player waits for another's starting feed at most this beyond ``origin_response_timeout``
+(the bound of the owner's StartPlaying itself, whose failure wakes the waiters before)."""
 MAX_COMMAND: Final = 64 * 1024
 DEFAULT_AGENT: Final = "NSPlayer/7.0.0.1956; {3300AD50-2C39-46C0-AE0A-70CC0F3B0B1E}"
 FEED_TRACK: Final = "asf"
@@ -203,6 +209,8 @@ class _Stats:
     result: str = "PASS"
     variant: str = ""
     recorded: bool = False
+    background: bool = False
+    """The record of a fill going on after its player left: no bytes to the player."""
 
 
 class MmsProxyLayer:
@@ -362,9 +370,11 @@ class MmsProxyLayer:
             self._shutdown(out, f"protocol error: {why}", status=400, drain=True)
 
     def _next_command(self, out: list[Command]) -> None:
-        """Serve queued player commands while none is waiting for the origin."""
+        """Serve queued player commands while none is waiting for the origin (or for
+        another player's live feed to start: WAIT, see :meth:`_decide_split`)."""
         while (
             self.queue and self.purpose is None and self.reconnecting is None and not self.closed
+            and self.mode != "WAIT"
         ):
             cmd = self.queue.popleft()
             if type(cmd) not in ACCEPTS[self.phase]:
@@ -505,6 +515,11 @@ class MmsProxyLayer:
         data.packet_id = cmd.packet_id
         if self.mode is None:
             self._decide(cmd, out)
+        if self.mode == "WAIT":  # held, first in the queue, until the feed starts or fails
+            self.queue.appendleft(cmd)
+            bound = self.ctx.settings.origin_response_timeout + FEED_WAIT_GRACE
+            out.append(SetTimer("feed-wait", bound))
+            return
         if self.mode == "HIT":
             self._play_cached(cmd, out)
             return
@@ -757,6 +772,8 @@ class MmsProxyLayer:
         assert isinstance(cmd, mms.ReportStartedPlaying) and self.play_cmd is not None
         self._to_client(replace(cmd, play_incarnation=self.play_cmd.play_incarnation))
         if cmd.hr:
+            if self.mode == "FEED" and self.feed is None:
+                self._feed_start_failed(cmd.hr, out)
             return
         self.from_origin = self.playing = True
         if self.mode == "MISS" and not self.fill_tried:
@@ -969,34 +986,74 @@ class MmsProxyLayer:
             obj = rec.fill.commit()
         except (CacheError, OSError) as exc:
             out.append(Log("ERROR", f"wmt: {self.client}: cache fill not stored: {exc}"))
-            return
-        out.append(Log("INFO", f"wmt: {self.client}: cached {obj.meta.key.url} "
-                       f"[{obj.meta.key.variant}]: {obj.meta.packet_count} packets, "
-                       f"{obj.meta.size} bytes"))
+        else:
+            out.append(Log("INFO", f"wmt: {self.client}: cached {obj.meta.key.url} "
+                           f"[{obj.meta.key.variant}]: {obj.meta.packet_count} packets, "
+                           f"{obj.meta.size} bytes"))
+        if self.background:
+            self._shutdown(out, "background fill complete")
 
     def _abort_fill(self, out: list[Command], why: str) -> None:
+        """Drop the fill; a background one (its player gone) ends its session too, as the
+        RTSP layer's does: nothing is left to pull from the origin."""
         rec = self.recorder
         if rec is None:
             return
         self.recorder = None
         rec.fill.abort(why)
         out.append(Log("INFO", f"wmt: {self.client}: cache fill aborted: {why}"))
+        if self.background:
+            self._shutdown(out, f"background fill aborted: {why}")
 
     # -- live splitting -------------------------------------------------------------------
 
     def _decide_split(self, variant: str, out: list[Command]) -> None:
+        """Join the broadcast's feed (SPLIT), start it (FEED: our StartPlaying goes to the
+        origin), or wait while another player's StartPlaying starts it (WAIT: the player's
+        StartPlaying is held until a ``feed-start`` notice, see core/splitter.py)."""
         splitter, target = self.ctx.splitter, self.target
         if splitter is None or target is None:
             return self._pass("live, and splitting is disabled", out)
         key = (self.ctx.format_name, target.url, variant)
+        self.feed_key = key
         feed = splitter.get(key)
         if feed is not None and FEED_TRACK in feed.tracks:
-            self.feed, self.mode, self.feed_key = feed, "SPLIT", key
+            self.feed, self.mode = feed, "SPLIT"
             feed.posts[self] = self.ctx.post
             self.stats.result = "SPLIT"
             return None
-        self.mode, self.feed_key = "FEED", key
+        self.mode = "FEED" if splitter.claim(key, self, self.ctx.post) else "WAIT"
         return None
+
+    def _feed_wait_over(self, out: list[Command]) -> None:
+        """The feed we waited for started or failed: decide again (join it, or start it)."""
+        if self.mode != "WAIT":
+            return
+        self.mode = None
+        out.append(CancelTimer("feed-wait"))
+        self._next_command(out)
+
+    def _feed_wait_timeout(self, out: list[Command]) -> None:
+        """Another player's feed neither started nor failed in time: a clean error, never a
+        second upstream."""
+        if self.mode != "WAIT" or not self.queue:
+            return
+        held = self.queue.popleft()
+        why = "the live feed did not start in time"
+        out.append(Log("WARNING", f"wmt: {self.client}: {why}"))
+        self._to_client(mms.ReportStartedPlaying(
+            hr=mms.HResult.TIMEOUT, play_incarnation=held.play_incarnation
+        ))
+        self._shutdown(out, why, status=504, drain=True)
+
+    def _feed_start_failed(self, hr: int, out: list[Command]) -> None:
+        """The origin refused our StartPlaying: the players waiting decide again (one of
+        them starts the feed), and so does a StartPlaying our player retries."""
+        splitter, key = self.ctx.splitter, self.feed_key
+        if splitter is not None and key is not None:
+            splitter.release(key, self)
+        self.mode = None
+        out.append(Log("INFO", f"wmt: {self.client}: live feed not started (hr 0x{hr:08x})"))
 
     def _viewer_sinks(self) -> dict[str, tuple[Sink, Sink]]:
         assert self.data is not None
@@ -1006,7 +1063,8 @@ class MmsProxyLayer:
         """Our StartPlaying was accepted: our origin session becomes the broadcast's feed."""
         splitter, key = self.ctx.splitter, self.feed_key
         assert splitter is not None and key is not None
-        if splitter.get(key) is not None:  # another owner won the race: stay a plain relay
+        if splitter.get(key) is not None:  # a feed of the key exists already: stay a relay
+            splitter.release(key, self)
             self.mode = "PASS"
             return
         feed = splitter.start(key, self, [FEED_TRACK])
@@ -1028,6 +1086,8 @@ class MmsProxyLayer:
 
     def _stop_feed_use(self, out: list[Command], reason: str) -> None:
         feed, splitter = self.feed, self.ctx.splitter
+        if splitter is not None and self.feed_key is not None:
+            splitter.release(self.feed_key, self)  # a feed we were starting, or waiting for
         if feed is None:
             return
         self.feed = None
@@ -1280,6 +1340,8 @@ class MmsProxyLayer:
                 self._end_of_stream(mms.HResult.CONNECTION_LOST, out)
             else:
                 self._end_of_stream(0, out)
+        elif event.topic == FEED_START:
+            self._feed_wait_over(out)
         elif event.topic == "feed-ended" and self.mode == "SPLIT":
             self.feed = None
             if self.playing and not self.client_gone:
@@ -1311,6 +1373,8 @@ class MmsProxyLayer:
             self._origin_failed(out, "origin did not answer in time", mms.HResult.TIMEOUT, 504)
         elif name == "feed-linger":
             self._feed_linger(out)
+        elif name == "feed-wait":
+            self._feed_wait_timeout(out)
         elif name == "fill-watchdog" and self.recorder is not None:
             silent = self.ctx.monotonic() - self.last_origin_data
             if silent >= FILL_IDLE_LIMIT:
@@ -1394,15 +1458,26 @@ class MmsProxyLayer:
                 out.append(Log("INFO", f"wmt: {self.client}: left during the fill; it goes on "
                                f"({readers} readers, {progress:.0%} received)"))
                 self._emit_record(out, reason)
+                self._begin_background_stats()
                 out.append(CancelTimer("idle"))
                 return
         self._shutdown(out, reason)
+
+    def _begin_background_stats(self) -> None:
+        """The player's record is written; the origin bytes of the fill that goes on without
+        it are counted for one more record, written when the fill ends (same URL, variant and
+        result, no bytes to the player), so every origin media byte is in some record."""
+        done = self.stats
+        self.stats = _Stats(
+            start=self.ctx.clock(), url=done.url, status=done.status, result=done.result,
+            variant=done.variant, user_agent=done.user_agent, background=True,
+        )
 
     def _emit_record(self, out: list[Command], reason: str, status: int | None = None) -> None:
         stats = self.stats
         if stats.recorded:
             return
-        sent = self.data.bytes_sent if self.data is not None else 0
+        sent = self.data.bytes_sent if self.data is not None and not stats.background else 0
         record = AccessRecord(
             start=stats.start,
             end=self.ctx.clock(),

@@ -187,9 +187,15 @@ def test_a_fill_past_half_goes_on_after_its_player_left(origin) -> None:
             time.sleep(0.1)
         assert len(cached_keys(p)) == 1  # the rest came in the background
         assert p.wait_idle()  # and the background session ended with the fill
+        player_record, background = p.wait_records(2)
+        assert (background.result, background.reason) == ("MISS", "background fill complete")
+        assert (background.url, background.bytes_to_client) == (player_record.url, 0)
+        size = p.call(lambda: p.cache.store.list()[0].size)
+        assert player_record.origin_bytes < size  # the player left before the end
+        assert player_record.origin_bytes + background.origin_bytes >= size  # all logged
         _, got = play_clip(p, "clip.wmv")
         assert [x.payload for x in got.packets] == expected("clip.wmv")
-        assert p.wait_records(2)[1].result == "HIT"
+        assert p.wait_records(3)[2].result == "HIT"
 
 
 def test_a_child_goes_through_its_parent_and_the_origin_sees_every_viewer(origin) -> None:

@@ -486,21 +486,48 @@ def test_a_fill_whose_origin_goes_silent_is_aborted_and_the_relay_goes_on() -> N
     assert s.store.list() == []  # what came after the gap is relayed, never cached
 
 
+def test_a_background_fill_that_fails_ends_its_session_and_logs_every_origin_byte() -> None:
+    """The player leaves past half the clip: its record is written, the fill goes on. The
+    origin then goes silent: the fill is aborted and, with nobody left, the session ends; the
+    origin bytes after the player left are in one more record (MISS, no player bytes)."""
+    s = Session()
+    frames = _to_miss(s)
+    s.origin_says(b"".join(frames[:40]))  # about three quarters of the clip
+    s.pb.closed(s.pb.client)
+    assert s.layer.background and len(s.records()) == 1
+    s.origin_says(b"".join(frames[40:45]))
+    s.pb.clock.now += 20
+    out = s.pb.timer("fill-watchdog")
+    assert s.layer.closed and CloseConnection(s.origin) in out  # nothing left to pull
+    assert s.store.list() == [] and s.store.stats().fills == 0
+    player, background = (r.record for r in s.records())
+    assert (player.result, background.result) == ("MISS", "MISS")
+    assert background.reason.startswith("background fill aborted: the origin sent nothing")
+    assert background.bytes_to_client == 0 and background.url == player.url
+    assert player.origin_bytes + background.origin_bytes == sum(map(len, frames[:45]))
+
+
 # -- live splitting: reconnecting the feed ---------------------------------------------------
 
 LIVE_ROUTE = Route(format="wmt", prefix="/w/", origin="mms://origin.test:1756/", live=True)
 
 
-def _live_viewer(splitter: SplitterService, packet_id: int, select: set[int] | None = None
-                 ) -> Session:
-    """A player of ``w/live.wmv`` (the route says live): the first one of ``splitter`` owns the
-    feed (its StartPlaying goes to the origin), any later one joins it."""
+def _opened_live(splitter: SplitterService) -> Session:
+    """A player of ``w/live.wmv`` (the route says live) up to its StartPlaying (header read)."""
     s = Session(routes=(LIVE_ROUTE,))
     s.pb.ctx.splitter = splitter
     s.to_open("w/live.wmv")
     s.origin_handshake()
     s.send(mms.ReadBlock())
     s.origin_header()
+    return s
+
+
+def _live_viewer(splitter: SplitterService, packet_id: int, select: set[int] | None = None
+                 ) -> Session:
+    """A player of ``w/live.wmv``: the first one of ``splitter`` owns the feed (its
+    StartPlaying goes to the origin), any later one joins it."""
+    s = _opened_live(splitter)
     if select is not None:
         h, _ = file_packets(clip("clip.wmv"))
         s.send(mms.StreamSwitch.select({n: mms.Thinning.ALL if n in select else mms.Thinning.OFF

@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from test_wmt_proxy_layer import Session, _data_ids, _deliver_posted, _frames
+from test_wmt_proxy_layer import _opened_live as opened_live
 from wmt_origin_env import ffmpeg_rows, have, media_root, vlc_dump, vlc_udp_port_lock
 from wmt_proxy_env import ByteCountingRelay, cached_keys, origin_thread, proxy_url, routed
 
+from mediacache.sansio.commands import CloseConnection, SendData
+from mediacache.splitter import SplitterService
 from mediacache.testing import peers
 from mediacache.testing.origin import OriginThread, loopback_options
 from mediacache.testing.peers import free_port
@@ -236,3 +240,80 @@ def test_viewers_end_cleanly_when_the_origin_does_not_come_back() -> None:
         assert sorted(r.result for r in records) == ["PASS", "SPLIT", "SPLIT"]
         assert all("live feed lost" in r.reason for r in records), [r.reason for r in records]
         assert next(r for r in records if r.result == "PASS").status == 502
+
+
+# -- players whose StartPlaying cross (sans-I/O: the layer against a scripted origin) ---------
+
+
+def _opened_live(splitter: SplitterService) -> Session:
+    """A player of the live route's broadcast up to its StartPlaying, its replies read."""
+    s = opened_live(splitter)
+    s.player_got()
+    return s
+
+
+def _origin_ever_got(s: Session) -> list[type]:
+    """The type of every command the session ever sent to its origin."""
+    sent = b"".join(
+        c.data
+        for _, out in s.pb.history
+        for c in out
+        if isinstance(c, SendData) and c.conn is s.origin
+    )
+    reader = mms.MmsStreamReader()
+    reader.receive_data(sent)
+    found = []
+    while (event := reader.next_event()) is not None:
+        found.append(type(event))
+    return found
+
+
+def test_start_playings_that_cross_make_one_origin_feed() -> None:
+    splitter = SplitterService()
+    a, b = _opened_live(splitter), _opened_live(splitter)
+    a.send(mms.StartPlaying(play_incarnation=4))
+    assert [type(m) for m in a.origin_got()] == [mms.StartPlaying]
+    b.send(mms.StartPlaying(play_incarnation=7))  # before the origin answered a's
+    assert b.origin_got() == [] and b.player_got() == [] and b.layer.mode == "WAIT"
+    a.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+    _deliver_posted(b)  # the feed-start notice: b joins
+    (started,) = b.player_got()
+    assert isinstance(started, mms.ReportStartedPlaying) and started.play_incarnation == 7
+    assert (a.layer.mode, b.layer.mode) == ("FEED", "SPLIT")
+    a.player_got()
+    a.origin_says(b"".join(_frames(0, 3)))
+    assert _data_ids(a.player_got()) == [4] * 3 and _data_ids(b.player_got()) == [7] * 3
+    assert mms.StartPlaying not in _origin_ever_got(b)  # b's origin session: accounting
+
+
+def test_a_refused_owner_hands_the_start_to_a_waiting_player() -> None:
+    splitter = SplitterService()
+    a, b, c = (_opened_live(splitter) for _ in range(3))
+    for s, pid in ((a, 4), (b, 7), (c, 9)):
+        s.send(mms.StartPlaying(play_incarnation=pid))
+    a.origin_says(mms.ReportStartedPlaying(hr=mms.HResult.NETWORK_BUSY, play_incarnation=5))
+    (refused,) = a.player_got()
+    assert isinstance(refused, mms.ReportStartedPlaying) and refused.hr and not splitter.feeds
+    b.out = _deliver_posted(b)
+    assert [type(m) for m in b.origin_got()] == [mms.StartPlaying]  # b starts the feed now
+    c.out = _deliver_posted(c)
+    assert c.origin_got() == [] and c.layer.mode == "WAIT"  # c waits on, for b
+    b.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+    assert b.layer.mode == "FEED" and b.layer.feed is not None
+    _deliver_posted(c)
+    assert c.layer.mode == "SPLIT" and mms.StartPlaying not in _origin_ever_got(c)
+
+
+def test_a_player_waits_for_a_starting_feed_for_a_bounded_time() -> None:
+    splitter = SplitterService()
+    a, b = _opened_live(splitter), _opened_live(splitter)
+    a.send(mms.StartPlaying(play_incarnation=4))  # the origin never answers
+    b.send(mms.StartPlaying(play_incarnation=7))
+    out = b.pb.timer("feed-wait")
+    (refused,) = b.player_got()
+    assert isinstance(refused, mms.ReportStartedPlaying)
+    assert refused.hr == mms.HResult.TIMEOUT and refused.play_incarnation == 7
+    assert CloseConnection(b.pb.client, drain=True) in out
+    [record] = b.records()
+    assert record.record.status == 504 and "did not start in time" in record.record.reason
+    assert mms.StartPlaying not in _origin_ever_got(b)
