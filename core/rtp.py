@@ -273,6 +273,22 @@ def rewrite_rtp(data: bytes, seq: int, timestamp: int, ssrc: int) -> bytes:
     return bytes(buf)
 
 
+def restamp_rtcp(data: bytes, old_ssrc: int, ssrc: int, ts_delta: int) -> bytes:
+    """Copy of a compound RTCP packet with every sender SSRC ``old_ssrc`` made ``ssrc`` and each
+    sender report's RTP timestamp moved by ``ts_delta`` (a stream renumbered by
+    :func:`rewrite_rtp`, so its reports still map its timestamps to wall-clock time)."""
+    out = bytearray(data)
+    at = 0
+    while at + 8 <= len(out):
+        if _unpack_u32(out, at + 4)[0] == old_ssrc:
+            _U32.pack_into(out, at + 4, ssrc & 0xFFFFFFFF)
+        if out[at + 1] == RTCP_PT_SR and at + 20 <= len(out):
+            ts = _unpack_u32(out, at + 16)[0]
+            _U32.pack_into(out, at + 16, (ts + ts_delta) & 0xFFFFFFFF)
+        at += (_unpack_u16(out, at + 2)[0] + 1) * 4
+    return bytes(out)
+
+
 def rtp_payload_offset(data: bytes) -> int:
     """Where the payload starts: after the CSRCs and the header extension, if any."""
     if len(data) < 12:

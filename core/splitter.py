@@ -15,10 +15,31 @@ joins yet; it waits, and is told (a ``feed-start`` :class:`~mediacache.sansio.ev
 when the owner's PLAY succeeded (it joins) or failed (it decides again: the first to do so owns
 the next attempt). So two viewers whose PLAYs cross never make two upstreams.
 
-When the owner leaves while joiners remain, its origin session goes on in the background
-(its layer keeps the origin connection; its client's access record is written) until the last
-viewer has left and ``linger`` seconds have passed. Child proxies are ordinary clients: a child
-asks its parent for the live URL, the parent splits it to each child once.
+When the owner's client leaves (or TEARDOWNs) while joiners remain, the feed is *handed over*
+so that the origin counts only viewers that are there: the owner's session goes on in the
+background only until the earliest joiner still present (:meth:`SplitterService.hand_over`,
+a ``feed-handover`` :class:`~mediacache.sansio.events.Notify`) has sent PLAY on its own
+accounting session (already SETUP on the same tracks). At that PLAY's 200 the joiner owns the
+feed, synchronously (:meth:`SplitterService.take_over`): the former owner is detached at once
+(its origin's packets reach no fan-out any more, so no viewer gets a packet twice), then told
+(``feed-handed-over``) to TEARDOWN its origin session and close. If the joiner's PLAY fails or
+it leaves meanwhile, the next joiner is asked; with none left the former owner carries the feed
+in the background as before, until the last viewer left and ``linger`` seconds passed (a viewer
+that joins such a feed is asked to take it over). When the last viewer leaves, the owner
+lingers: one origin session for no viewer, for ``linger`` seconds, for a quick rejoin. (The
+RTSP layer hands over; the MMS layer does not yet: its owner's session goes on in the
+background until the last viewer left and the linger passed.)
+
+The successor's stream may differ from what the viewers had (an origin may give each session
+its own SSRC, sequence and timestamp bases): one :class:`Continuity` per track, between the
+successor's origin channels and the fan-outs, looks at its first RTP packet. Same SSRC and a
+near sequence number (a shared live source): packets the viewers had are dropped, then the
+origin channel goes straight to the fan-out again (no per-packet cost). Otherwise every packet
+is rewritten once, in the feed path (not per viewer): sequence numbers go on from the last one
+sent, the SSRC stays, timestamps go on from the last one plus the wall-clock time since the
+switch at the track's clock rate; RTCP's SSRCs and the sender report's RTP timestamp alike.
+Child proxies are ordinary clients: a child asks its parent for the live URL, the parent splits
+it to each child once.
 
 The fan-out is the per-packet hot path: ``FanOut.send`` is a loop over bound ``send`` methods,
 one per TCP viewer and one per shared UDP socket (a ``sendmmsg`` batch of all its viewers);
@@ -31,6 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediacache.rtp import restamp_rtcp, rewrite_rtp, rtp_seq, rtp_ssrc, rtp_timestamp
 from mediacache.sansio.events import Notify
 from mediacache.sansio.layer import Sink
 
@@ -127,6 +149,16 @@ class LiveFeed:
     ended: str | None = None
     idle_since: float | None = None
     """Since when the feed has had no viewer (its owner's session lingers, then ends it)."""
+    orphaned: bool = False
+    """The owner's client left: its session carries the feed only until a joiner takes over."""
+    successor: object | None = None
+    """The joiner asked to take the feed over (its PLAY is at the origin), if any."""
+    passed_over: set[object] = field(default_factory=set)
+    """Joiners that could not take the feed over (their PLAY failed): not asked again."""
+    detach: Callable[[], None] | None = None
+    """The owner's: stop handing its origin's packets to the fan-outs (at a take-over)."""
+    owner_post: Callable[[Any], None] | None = None
+    """How to notify the owner (its session's ``post``) that another session took over."""
 
     def linger_over(self, now: float, linger: float) -> bool:
         """Asked about once a second by the owner's session: has the feed had no viewer for
@@ -164,6 +196,10 @@ class LiveFeed:
         return seq, int.from_bytes(last[4:8], "big")
 
 
+FEED_HANDOVER = "feed-handover"
+"""Topic of the :class:`Notify` a joiner gets when it is to take the feed over (PLAY)."""
+FEED_HANDED_OVER = "feed-handed-over"
+"""Topic of the :class:`Notify` the former owner gets once a joiner took its feed over."""
 FEED_START = "feed-start"
 """Topic of the :class:`Notify` a waiting viewer gets when a starting feed started or failed."""
 
@@ -243,3 +279,142 @@ class SplitterService:
             post = feed.posts.get(viewer)
             if post is not None:
                 post(Notify("feed-ended", reason))
+
+    def hand_over(self, feed: LiveFeed) -> object | None:
+        """The owner's client left: ask the earliest joiner still present (and not passed
+        over) to take the feed over (a ``feed-handover`` notice through its ``post``). The
+        joiner asked, or None when no joiner is left (the owner's session carries on)."""
+        feed.orphaned = True
+        if feed.ended is not None or feed.successor is not None:
+            return feed.successor
+        for viewer, post in feed.posts.items():
+            if viewer not in feed.passed_over:
+                feed.successor = viewer
+                post(Notify(FEED_HANDOVER, "the owner left"))
+                return viewer
+        return None
+
+    def take_over(
+        self,
+        feed: LiveFeed,
+        successor: object,
+        detach: Callable[[], None],
+        post: Callable[[Any], None],
+    ) -> None:
+        """``successor``'s PLAY at the origin succeeded: it owns the feed from now on. The
+        former owner is detached at once (its packets no longer reach the fan-outs) and told
+        (``feed-handed-over``) to end its origin session."""
+        former_detach, former_post = feed.detach, feed.owner_post
+        feed.owner, feed.detach, feed.owner_post = successor, detach, post
+        feed.successor, feed.orphaned = None, False
+        feed.passed_over.clear()
+        feed.posts.pop(successor, None)
+        if former_detach is not None:
+            former_detach()
+        if former_post is not None:
+            former_post(Notify(FEED_HANDED_OVER, "a joiner took the feed over"))
+
+    def take_over_failed(self, feed: LiveFeed, viewer: object) -> object | None:
+        """``viewer`` cannot take the feed over (its PLAY failed, or it left): the next
+        joiner is asked. The joiner asked, or None."""
+        if feed.successor is not viewer:
+            return None
+        feed.successor = None
+        feed.passed_over.add(viewer)
+        return self.hand_over(feed) if feed.orphaned else None
+
+
+_NEAR = 3000
+"""Sequence numbers this close (either way) to the last one sent, under the same SSRC, are
+taken for the same stream (a shared live source), not a new one."""
+
+
+class Continuity:
+    """Joins a successor's stream of one track to what the track's viewers had, once in the
+    feed path (see the module docstring). It sits in the successor's layer as the sink of its
+    origin's RTP (``rtp``) and RTCP (``rtcp``) channels; when nothing needs rewriting it puts
+    the fan-outs back there itself (``route``), so the common case costs nothing per packet."""
+
+    __slots__ = (
+        "_clock",
+        "_dseq",
+        "_dts",
+        "_rate",
+        "_route",
+        "_since",
+        "_ssrc",
+        "_their_ssrc",
+        "mode",
+        "rtcp",
+        "rtp",
+        "track",
+    )
+
+    def __init__(
+        self,
+        track: FeedTrack,
+        clock_rate: int,
+        since: float,
+        clock: Callable[[], float],
+        route: Callable[[Sink, Sink], None],
+    ) -> None:
+        self.track = track
+        self._rate = clock_rate
+        self._since = since
+        self._clock = clock
+        self._route = route
+        self._dseq = self._dts = self._ssrc = self._their_ssrc = 0
+        self.mode = "first"
+        """first (no RTP packet seen yet) | same (dropping what viewers had) | rewrite"""
+        self.rtp = _Bound(self._rtp)
+        self.rtcp = _Bound(self._rtcp)
+
+    def _rtp(self, payload: bytes) -> None:
+        fan = self.track.rtp
+        if self.mode == "rewrite":
+            if len(payload) < 12:
+                return  # not RTP
+            seq, ts = rtp_seq(payload), rtp_timestamp(payload)
+            fan.send(rewrite_rtp(payload, seq + self._dseq, ts + self._dts, self._ssrc))
+            return
+        last = fan.last
+        if len(payload) < 12 or len(last) < 12 or payload[0] & 0xC0 != 0x80:
+            self._direct()  # nothing to continue (or not RTP): as it comes
+            fan.send(payload)
+            return
+        seq, ts, ssrc = rtp_seq(payload), rtp_timestamp(payload), rtp_ssrc(payload)
+        last_seq, last_ts, last_ssrc = rtp_seq(last), rtp_timestamp(last), rtp_ssrc(last)
+        ahead = (seq - last_seq) & 0xFFFF
+        if ssrc == last_ssrc and (ahead <= _NEAR or ahead >= 0x10000 - _NEAR):
+            self.mode = "same"
+            if ahead == 0 or ahead >= 0x8000:
+                return  # the viewers had it from the former owner
+            self._direct()
+            fan.send(payload)
+            return
+        gap = max(0.0, self._clock() - self._since)
+        self._dseq = (last_seq + 1 - seq) & 0xFFFF
+        self._dts = (last_ts + round(gap * self._rate) - ts) & 0xFFFFFFFF
+        self._ssrc, self._their_ssrc = last_ssrc, ssrc
+        self.mode = "rewrite"
+        self._rtp(payload)
+
+    def _rtcp(self, payload: bytes) -> None:
+        if self.mode != "rewrite":
+            return  # before the first RTP packet: which SSRC it will be is not known yet
+        self.track.rtcp.send(restamp_rtcp(payload, self._their_ssrc, self._ssrc, self._dts))
+
+    def _direct(self) -> None:
+        self.mode = "direct"
+        self._route(self.track.rtp, self.track.rtcp)
+
+
+class _Bound:
+    """A sink that calls one function (a :class:`Continuity` side)."""
+
+    __slots__ = ("bytes_sent", "packets_sent", "send")
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send = send
+        self.bytes_sent = 0
+        self.packets_sent = 0

@@ -44,6 +44,7 @@ from mediacache.rtsp.caching import (
     FillRecorder,
     RecordedTrack,
     Recorder,
+    clock_rate_of,
     duration_of,
     forbids_caching,
     is_on_demand,
@@ -102,7 +103,13 @@ from mediacache.sansio.events import (
     TimerFired,
 )
 from mediacache.sansio.layer import SessionContext, Sink
-from mediacache.splitter import FEED_START, LiveFeed
+from mediacache.splitter import (
+    FEED_HANDED_OVER,
+    FEED_HANDOVER,
+    FEED_START,
+    Continuity,
+    LiveFeed,
+)
 
 VIA = "RTSP/1.0 mediacache"
 SUPPORTED_METHODS = (
@@ -442,6 +449,10 @@ class RtspProxyLayer:
             self._shutdown(out, f"live feed ended: {event.detail}", notify_origin=True)
         elif isinstance(event, Notify) and event.topic == FEED_START:
             self._feed_wait_over(out)
+        elif isinstance(event, Notify) and event.topic == FEED_HANDOVER:
+            self._take_over(out)
+        elif isinstance(event, Notify) and event.topic == FEED_HANDED_OVER and self.background:
+            self._shutdown(out, "live feed handed over", notify_origin=True)
         return out
 
     def abort(self, reason: str) -> list[Command]:
@@ -1026,6 +1037,9 @@ class RtspProxyLayer:
         if pending.purpose == "deferred-play":
             self._deferred_play_done(resp, pending, out)
             return
+        if pending.purpose == "take-over":
+            self._take_over_done(resp, out)
+            return
         if pending.purpose != "client" or pending.request is None:
             return
         req = pending.request
@@ -1601,7 +1615,9 @@ class RtspProxyLayer:
 
     def _client_gone(self, out: list[Command]) -> None:
         """The client left. A fill in progress may go on in the background (see CacheConfig),
-        and a live feed goes on while it has viewers (and for the splitter's linger)."""
+        and a live feed goes on until a joiner took it over, or, with none, while it has
+        viewers and for the splitter's linger. Its origin bytes from now on go to one more
+        record, written when the session ends (as a background fill's)."""
         feed, splitter = self.feed, self.ctx.splitter
         if (
             feed is not None
@@ -1623,9 +1639,12 @@ class RtspProxyLayer:
                     f"{self.client}: left; its live feed goes on ({len(feed.viewers)} viewers)",
                 )
             )
+            client_stats = self.stats
             self._emit_record(out, "client closed")
+            self._begin_background_stats(client_stats)
             out.append(CancelTimer("client-timeout"))
             out.append(SetTimer("feed-linger", 1.0))
+            splitter.hand_over(feed)
             return
         recorder, cache = self.recorder, self.ctx.cache
         if recorder is not None and cache is not None and self.origin_state == "open":
@@ -1709,6 +1728,8 @@ class RtspProxyLayer:
                 feed.posts[self] = self.ctx.post
                 if self.stats is not None:
                     self.stats.result = "SPLIT"
+                if feed.orphaned:  # its owner's client is gone: we may carry it instead
+                    splitter.hand_over(feed)
             else:  # a feed of other tracks under the same key (a hook's variant): relayed
                 self.cache_mode = "PASS"
             return
@@ -1780,6 +1801,7 @@ class RtspProxyLayer:
             if rtcp_ch != rtp_ch:  # one channel (Real's RDT): no RTCP channel
                 self.channel_sinks[rtcp_ch] = fan.rtcp
         feed.join(self, self._feed_sinks())
+        feed.detach, feed.owner_post = self._feed_detached, self.ctx.post
         self.feed, self.feed_role = feed, "owner"
         self.feed_rtcp = {track.origin_channels[1]: False for track in self.tracks}
         out.append(Log("INFO", f"{self.client}: live feed of {key[1]} [{key[2]}] started"))
@@ -1904,6 +1926,88 @@ class RtspProxyLayer:
             return
         out.append(SetTimer("feed-linger", 1.0))
 
+    def _take_over(self, out: list[Command]) -> None:
+        """The feed's owner left (``feed-handover``): PLAY on our accounting session, which is
+        SETUP on the feed's tracks, so that it carries the feed (see core/splitter.py). Until
+        its 200 our origin's packets go nowhere (the viewers get the owner's)."""
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None or splitter is None or feed.successor is not self:
+            return
+        if (
+            self.feed_role != "joiner"
+            or self.origin_state != "open"
+            or self.origin_session is None
+            or self.reconnecting is not None
+            or self.described is None
+        ):
+            splitter.take_over_failed(feed, self)
+            return
+        for track in self.tracks:
+            for channel in track.origin_channels:
+                self.channel_sinks.pop(channel, None)
+        headers = Headers([("Session", self.origin_session), ("Via", VIA)])
+        pending = _Pending(None, "take-over")
+        self._send_origin(out, "PLAY", self.described.base, headers, b"", pending)
+        out.append(Log("INFO", f"{self.client}: takes the live feed of {feed.key[1]} over"))
+
+    def _take_over_done(self, resp: Response, out: list[Command]) -> None:
+        """The origin answered our take-over PLAY: on a 200 we own the feed (the splitter
+        switches at once), our origin channels feed the fan-outs through one
+        :class:`~mediacache.splitter.Continuity` per track; otherwise the next joiner is asked."""
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None or splitter is None or feed.successor is not self:
+            return
+        if resp.status >= 300 or self.feed_role != "joiner":
+            for track in self.tracks:
+                rtp_ch, rtcp_ch = track.origin_channels
+                self.channel_sinks[rtcp_ch] = track.rtcp_sink
+                self.channel_sinks[rtp_ch] = track.rtp_sink
+            out.append(
+                Log("WARNING", f"{self.client}: live feed not taken over: origin {resp.status}")
+            )
+            splitter.take_over_failed(feed, self)
+            return
+        splitter.take_over(feed, self, self._feed_detached, self.ctx.post)
+        now = self.ctx.monotonic()
+        described = self.described
+        sd = described.description if described is not None else None
+        wired = zip(self._relative_controls(), self.setup_controls, self.tracks, strict=False)
+        for control, origin_url, track in wired:
+            fan = feed.tracks[control]
+            rtp_ch, rtcp_ch = track.origin_channels
+            if rtcp_ch == rtp_ch or not self.dialect.rtp_info or sd is None:
+                self._route_feed(fan.rtp, fan.rtcp, rtp_ch, rtcp_ch)  # not RTP: as it comes
+                continue
+            assert described is not None
+            index = self._media_index(sd, described.base, origin_url)
+            rate = clock_rate_of(sd, index)[0] if index < len(sd.media) else 90000
+            route = self._route_continued(rtp_ch, rtcp_ch)
+            continuity = Continuity(fan, rate, now, self.ctx.monotonic, route)
+            self._route_feed(continuity.rtp, continuity.rtcp, rtp_ch, rtcp_ch)
+        self.feed_role = "owner"
+        self.feed_rtcp = {track.origin_channels[1]: False for track in self.tracks}
+        out.append(Log("INFO", f"{self.client}: took the live feed of {feed.key[1]} over"))
+
+    def _route_feed(self, rtp: Sink, rtcp: Sink, rtp_ch: int, rtcp_ch: int) -> None:
+        self.channel_sinks[rtp_ch] = rtp
+        if rtcp_ch != rtp_ch:
+            self.channel_sinks[rtcp_ch] = rtcp
+
+    def _route_continued(self, rtp_ch: int, rtcp_ch: int) -> Any:
+        """What a :class:`Continuity` calls to put the fan-outs straight on our channels."""
+
+        def route(rtp: Sink, rtcp: Sink) -> None:
+            if self.feed_role == "owner":
+                self._route_feed(rtp, rtcp, rtp_ch, rtcp_ch)
+
+        return route
+
+    def _feed_detached(self) -> None:
+        """A joiner took our feed over (called by the splitter, in its session's turn): our
+        origin's packets reach no viewer from now on; a ``feed-handed-over`` notice follows."""
+        self.channel_sinks.clear()
+        self.feed, self.feed_role, self.feed_rtcp = None, None, {}
+
     def _stop_feed_use(self, out: list[Command], reason: str) -> None:
         feed, splitter = self.feed, self.ctx.splitter
         if splitter is not None and self.feed_key is not None:
@@ -1914,6 +2018,8 @@ class RtspProxyLayer:
         if self.feed_role == "joiner":
             feed.leave(self, self._feed_sinks() if self.described else {})
             feed.posts.pop(self, None)
+            if splitter is not None:
+                splitter.take_over_failed(feed, self)  # if we were asked: the next one is
             return
         if splitter is not None:
             splitter.end(feed, reason)

@@ -4,6 +4,7 @@ parent fallback. Several sessions share one SplitterService; a fake clock; no so
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
@@ -95,6 +96,10 @@ def origin_methods(pb: Playbook, origin: Connection) -> list[str]:
     return [
         parse_request(data).method for _, out in pb.history for data in pb.sent_to(origin, out)
     ]
+
+
+def last_request(pb: Playbook, origin: Connection) -> Request:
+    return parse_request([d for _, out in pb.history for d in pb.sent_to(origin, out)][-1])  # type: ignore[no-any-return]
 
 
 def replies(pb: Playbook, out: list[Command]) -> list[tuple[int, int | None]]:
@@ -291,22 +296,39 @@ def test_a_viewer_back_within_the_linger_joins_the_same_feed_which_ends_linger_a
     assert not a.layer.closed and "TEARDOWN" not in origin_methods(a, oa)  # type: ignore[attr-defined]
     a.timer("feed-linger")
     b, ob = _joiner(splitter)  # 4 s later: within the linger
-    assert b.layer.feed is feed and "PLAY" not in origin_methods(b, ob)  # type: ignore[attr-defined]
+    assert b.layer.feed is feed  # type: ignore[attr-defined]
     a.origin_sends(oa, build_interleaved(0, RTP))
     assert b.dataplane.sinks[0].payloads == [RTP]
-    a.clock.now += 10.0
-    a.timer("feed-linger")  # a viewer: the count stops
-    assert not a.layer.closed  # type: ignore[attr-defined]
-    b.closed(b.client)
-    a.timer("feed-linger")  # idle again from now
-    a.clock.now += 4.5
-    out = a.timer("feed-linger")
-    assert not a.layer.closed and a.sent_to(oa, out) == []  # type: ignore[attr-defined]
-    a.clock.now += 0.5
-    out = a.timer("feed-linger")
+    # a viewer again: its own session takes the feed over (the origin counts no gone viewer)
+    take_over(b, ob)
+    assert feed.owner is b.layer and not a.layer.closed  # type: ignore[attr-defined]
+    out = deliver_posted(a)
     assert [parse_request(d).method for d in a.sent_to(oa, out)] == ["TEARDOWN"]
-    assert CloseConnection(oa) in out and not splitter.feeds and feed.ended
-    assert [r.result for r in records(b)] == ["SPLIT"]
+    assert a.layer.closed and splitter.feeds and not feed.ended  # type: ignore[attr-defined]
+    b.clock.now += 10.0
+    b.closed(b.client)  # the last viewer left: b's session lingers now
+    b.timer("feed-linger")  # idle from now
+    b.clock.now += 4.5
+    out = b.timer("feed-linger")
+    assert not b.layer.closed and b.sent_to(ob, out) == []  # type: ignore[attr-defined]
+    b.clock.now += 0.5
+    out = b.timer("feed-linger")
+    assert [parse_request(d).method for d in b.sent_to(ob, out)] == ["TEARDOWN"]
+    assert CloseConnection(ob) in out and not splitter.feeds and feed.ended
+    assert [(r.result, r.reason) for r in records(b)] == [
+        ("SPLIT", "client closed"),
+        ("SPLIT", "live feed released (no viewers)"),  # b's origin bytes after its client
+    ]
+
+
+def take_over(pb: Playbook, origin: Connection, status: int = 200) -> list[Command]:
+    """Deliver the ``feed-handover`` notice posted to ``pb``: its session PLAYs at the origin
+    (its own session, no Range), which answers ``status``."""
+    deliver_posted(pb)
+    play_req = last_request(pb, origin)
+    assert (play_req.method, play_req.uri) == ("PLAY", BASE)
+    assert play_req.headers.get("Session") == "s" and "Range" not in play_req.headers
+    return pb.origin_sends(origin, resp(status, play_req.cseq, "Session: s"))
 
 
 def test_linger_over_counts_from_the_first_idle_look() -> None:
@@ -403,3 +425,148 @@ def test_fallback_reaches_the_origin_and_serves_the_request() -> None:
     out = pb.origin_sends(direct, resp(200, 1, body=VOD))
     assert replies(pb, out) == [(200, 1)]
     assert not [c for c in out if isinstance(c, OpenConnection)]
+
+
+# -- feed handover: the owner's client leaves, a joiner's session carries the feed ------------
+
+
+def rtp(seq: int, ts: int, ssrc: int = 0xA1, body: bytes = b"frame") -> bytes:
+    return bytes([0x80, 96]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + (
+        ssrc.to_bytes(4, "big") + body
+    )
+
+
+def sr(ssrc: int, ts: int) -> bytes:
+    """An RTCP sender report (no report blocks) and an SDES with one empty chunk."""
+    report = bytes([0x80, 200, 0, 6]) + ssrc.to_bytes(4, "big") + bytes(8) + ts.to_bytes(4, "big")
+    return report + bytes(8) + bytes([0x81, 202, 0, 1]) + ssrc.to_bytes(4, "big")
+
+
+def seq_ts_ssrc(packets: list[bytes]) -> list[tuple[int, int, int]]:
+    return [struct.unpack_from(">HII", p, 2) for p in packets]
+
+
+def _owner_and_joiners(n: int) -> tuple[SplitterService, list[tuple[Playbook, Connection]]]:
+    splitter = SplitterService()
+    return splitter, [_owner(splitter), *(_joiner(splitter) for _ in range(n))]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["same-stream", "own-numbering"])
+def test_the_owner_leaving_hands_the_feed_to_the_first_joiner(shared: bool) -> None:
+    splitter, [(a, oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
+    (feed,) = splitter.feeds.values()
+    for seq in (7, 8):
+        a.origin_sends(oa, build_interleaved(0, rtp(seq, 1000 + seq)))
+    a.closed(a.client)
+    assert [(r.result, r.reason) for r in records(a)] == [("PASS", "client closed")]
+    assert a.layer.background and feed.successor is b.layer  # type: ignore[attr-defined]
+    a.origin_sends(oa, build_interleaved(0, rtp(9, 1009)))  # a carries the feed meanwhile
+    deliver_posted(c)  # nothing for c: b was asked
+    assert "PLAY" not in origin_methods(c, oc)
+    if shared:  # the origin's shared live source: b gets the very packets a gets
+
+        def b_stream(i: int) -> bytes:
+            return rtp(9 + i, 1009 + i)
+    else:  # a session of its own: its own SSRC, sequence and timestamp bases
+
+        def b_stream(i: int) -> bytes:
+            return rtp(500 + i, 77 + i, 0xB2)
+
+    deliver_posted(b)
+    assert last_request(b, ob).method == "PLAY"
+    b.origin_sends(ob, build_interleaved(0, b_stream(0)))  # before its 200: to no viewer
+    take_over(b, ob)
+    assert feed.owner is b.layer and b.layer.feed_role == "owner"  # type: ignore[attr-defined]
+    # detached at once: a's packet goes to no viewer; then the feed-handed-over notice
+    out = a.origin_sends(oa, build_interleaved(0, rtp(10, 1010)))
+    assert [parse_request(d).method for d in a.sent_to(oa, out)] == ["TEARDOWN"]
+    assert CloseConnection(oa) in out and a.layer.closed  # type: ignore[attr-defined]
+    (_, background) = records(a)
+    assert (background.result, background.reason) == ("PASS", "live feed handed over")
+    assert background.bytes_to_client == 0 and background.origin_bytes == 2 * len(rtp(9, 0))
+    b.clock.now += 0.1  # 100 ms between the switch and b's first packet
+    for i in range(3):
+        b.origin_sends(ob, build_interleaved(0, b_stream(i)))
+    b.origin_sends(ob, build_interleaved(1, sr(0xA1 if shared else 0xB2, 77)))
+    got = c.dataplane.sinks[0].payloads
+    sent = [7, 8, 9, 10, 11] if shared else [7, 8, 9, 10, 11, 12]  # b's 9: a sent it already
+    assert [s for s, _, _ in seq_ts_ssrc(got)] == sent  # contiguous, none twice
+    assert {x for _, _, x in seq_ts_ssrc(got)} == {0xA1}
+    rtcp = c.dataplane.sinks[1].payloads
+    fan = feed.tracks["stream=0"]
+    if shared:  # b's packets are the stream the viewers had: not rewritten, and then sent
+        assert got[3:] == [rtp(10, 1010), rtp(11, 1011)]  # straight to the fan-out
+        assert b.layer.channel_sinks[0] is fan.rtp  # type: ignore[attr-defined]
+        assert rtcp == [sr(0xA1, 77)]
+    else:  # rewritten once in the feed path: seq 10.., ts 1009 + 0.1 s x 90 kHz ..
+        assert [t for _, t, _ in seq_ts_ssrc(got)][3:] == [10009, 10010, 10011]
+        assert got[3][12:] == b"frame"
+        assert rtcp == [sr(0xA1, 10009)]  # its SSRC and RTP timestamp alike
+    assert b.dataplane.sinks[0].payloads == got  # the successor's own viewer alike
+    c.closed(c.client)
+    b.closed(b.client)
+    assert [r.result for r in records(b) + records(c)] == ["SPLIT", "SPLIT"]
+    assert records(b)[0].origin_bytes > 0  # its session's bytes from the take-over
+
+
+def test_a_refused_take_over_asks_the_next_joiner() -> None:
+    splitter, [(a, oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
+    (feed,) = splitter.feeds.values()
+    a.closed(a.client)
+    take_over(b, ob, status=453)
+    assert feed.owner is a.layer and b.layer.feed_role == "joiner"  # type: ignore[attr-defined]
+    take_over(c, oc)
+    assert feed.owner is c.layer  # type: ignore[attr-defined]
+    assert [parse_request(d).method for d in a.sent_to(oa, deliver_posted(a))] == ["TEARDOWN"]
+    c.origin_sends(oc, build_interleaved(0, RTP))
+    assert b.dataplane.sinks[0].payloads == [RTP]  # b still watches, fed by c's session
+
+
+def test_a_successor_leaving_before_its_play_is_answered_hands_on_to_the_next() -> None:
+    splitter, [(a, _oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
+    (feed,) = splitter.feeds.values()
+    a.closed(a.client)
+    deliver_posted(b)
+    assert last_request(b, ob).method == "PLAY"
+    b.closed(b.client)
+    take_over(c, oc)
+    assert feed.owner is c.layer and not a.layer.closed  # type: ignore[attr-defined]
+    deliver_posted(a)
+    assert a.layer.closed  # type: ignore[attr-defined]
+
+
+def test_with_no_joiner_able_to_take_over_the_owner_carries_the_feed_as_before() -> None:
+    splitter, [(a, oa), (b, ob)] = _owner_and_joiners(1)
+    (feed,) = splitter.feeds.values()
+    a.client_sends(req("TEARDOWN", URL, 4, f"Session: {a.layer.session_id}"))  # type: ignore[attr-defined]
+    take_over(b, ob, status=503)
+    assert feed.owner is a.layer and feed.successor is None and not a.layer.closed  # type: ignore[attr-defined]
+    a.origin_sends(oa, build_interleaved(0, RTP))
+    assert b.dataplane.sinks[0].payloads == [RTP]
+    assert "TEARDOWN" not in origin_methods(a, oa)
+    b.closed(b.client)  # the last viewer: the feed lingers, then a's session ends it
+    a.timer("feed-linger")
+    a.clock.now += 5.0
+    out = a.timer("feed-linger")
+    assert [parse_request(d).method for d in a.sent_to(oa, out)] == ["TEARDOWN"]
+    assert feed.ended and [r.reason for r in records(a)] == [
+        "client closed",
+        "live feed released (no viewers)",
+    ]
+
+
+def test_continuity_rewrite_cost_is_small() -> None:
+    """The rewrite of a successor's packet: one unpack, one pack into a copy (about 1 µs)."""
+    import timeit
+
+    from mediacache.splitter import Continuity, FanOut
+
+    track = FeedTrack("t", FanOut(), FanOut())
+    track.rtp.send(rtp(7, 1000))
+    cont = Continuity(track, 90000, 0.0, lambda: 0.0, lambda rtp, rtcp: None)
+    packet = rtp(500, 5, 0xB2, bytes(1200))
+    cont.rtp.send(packet)
+    assert cont.mode == "rewrite" and seq_ts_ssrc([track.rtp.last]) == [(8, 1000, 0xA1)]
+    n = 20000
+    per_packet = timeit.timeit(lambda: cont.rtp.send(packet), number=n) / n
+    assert per_packet < 50e-6  # generous: CI machines are slow; ~1 µs here

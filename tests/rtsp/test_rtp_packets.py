@@ -272,3 +272,25 @@ def test_rtcp_garbage_raises_only_protocol_errors(data: bytes) -> None:
     for fn in (rtp.split_rtcp, rtp.parse_sender_report, rtp.parse_receiver_report, rtp.parse_bye):
         with contextlib.suppress(RemoteProtocolError):
             fn(data)
+
+
+def test_restamp_rtcp_moves_every_part_of_a_renumbered_stream() -> None:
+    """GStreamer's SR + SDES + BYE, renumbered: every SSRC of the old stream and the SR's RTP
+    timestamp move; the NTP time, counts and lengths stay."""
+    old = 0x5D973BF2
+    out = rtp.restamp_rtcp(GST_SR_SDES_BYE, old, 0x11223344, 1000)
+    parts = rtp.split_rtcp(out)
+    assert len(out) == len(GST_SR_SDES_BYE) and len(parts) == 3
+    sr, before = rtp.parse_sender_report(parts[0]), rtp.parse_sender_report(GST_SR_SDES_BYE)
+    assert sr == dataclasses.replace(
+        before, ssrc=0x11223344, rtp_timestamp=(before.rtp_timestamp + 1000) & 0xFFFFFFFF
+    )
+    assert rtp.parse_bye(parts[2]).ssrcs == (0x11223344,)
+    assert rtp.restamp_rtcp(GST_SR_SDES_BYE, 7, 7, 0) == GST_SR_SDES_BYE  # another stream's
+
+
+@given(st.binary(max_size=200), st.integers(0, 2**32 - 1), st.integers(-(2**32), 2**32))
+def test_restamp_rtcp_never_raises(data: bytes, ssrc: int, delta: int) -> None:
+    old = int.from_bytes(data[4:8], "big") if len(data) >= 8 else 0
+    out = rtp.restamp_rtcp(data, old, ssrc, delta)
+    assert len(out) == len(data) and out[:4] == data[:4]
