@@ -17,7 +17,7 @@ the next attempt). So two viewers whose PLAYs cross never make two upstreams.
 
 When the owner's client leaves (or TEARDOWNs) while joiners remain, the feed is *handed over*
 so that the origin counts only viewers that are there: the owner's session goes on in the
-background only until the earliest joiner still present (:meth:`SplitterService.hand_over`,
+background only until the latest joiner still present (:meth:`SplitterService.hand_over`,
 a ``feed-handover`` :class:`~mediacache.sansio.events.Notify`) has sent PLAY on its own
 accounting session (already SETUP on the same tracks). At that PLAY's 200 the joiner owns the
 feed, synchronously (:meth:`SplitterService.take_over`): the former owner is detached at once
@@ -281,13 +281,17 @@ class SplitterService:
                 post(Notify("feed-ended", reason))
 
     def hand_over(self, feed: LiveFeed) -> object | None:
-        """The owner's client left: ask the earliest joiner still present (and not passed
+        """The owner's client left: ask the latest joiner still present (and not passed
         over) to take the feed over (a ``feed-handover`` notice through its ``post``). The
-        joiner asked, or None when no joiner is left (the owner's session carries on)."""
+        joiner asked, or None when no joiner is left (the owner's session carries on).
+
+        The latest, not the earliest: viewers tend to leave in the order they came (the
+        oldest first), so the newest one is the least likely to hand the feed on again soon;
+        asking the earliest made a chain of handovers, one per leaving viewer."""
         feed.orphaned = True
         if feed.ended is not None or feed.successor is not None:
             return feed.successor
-        for viewer, post in feed.posts.items():
+        for viewer, post in reversed(feed.posts.items()):
             if viewer not in feed.passed_over:
                 feed.successor = viewer
                 post(Notify(FEED_HANDOVER, "the owner left"))

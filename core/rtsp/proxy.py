@@ -404,6 +404,9 @@ class RtspProxyLayer:
         self.feed_rtcp: dict[int, bool] = {}  # origin RTCP channel -> BYE seen
         self.reconnecting: float | None = None  # when the feed's origin connection dropped
         self.reconnect_attempt = 0
+        self.taking_over = False
+        """Our take-over PLAY is at the origin: the client's requests wait behind it (so a
+        TEARDOWN that comes meanwhile is an owner's: the feed is handed on, not ended)."""
         self.feed_wait: tuple[Request, str | None] | None = None
         """(held request, cache mode to go back to) while waiting for a starting feed."""
 
@@ -572,7 +575,7 @@ class RtspProxyLayer:
 
     def _pump(self, out: list[Command]) -> None:
         """Send the next queued client request once the origin is ready and idle."""
-        while self.queue and self.in_flight is None and not self.closed:
+        while self.queue and self.in_flight is None and not self.closed and not self.taking_over:
             req = self.queue[0]
             if self.authenticator is not None and self.auth_user is None:
                 if self.auth_check is not None:
@@ -1869,6 +1872,10 @@ class RtspProxyLayer:
         delay = min(0.5 * 2**self.reconnect_attempt, 4.0, left)  # the last try at the timeout
         self.reconnect_attempt += 1
         self.pending.clear()
+        if self.taking_over:  # our take-over PLAY went with the connection: the next joiner
+            self.taking_over = False
+            if self.feed is not None:
+                splitter.take_over_failed(self.feed, self)
         out.append(CancelTimer("origin-response"))
         out.append(SetTimer("feed-reconnect", delay))
 
@@ -1933,15 +1940,19 @@ class RtspProxyLayer:
         feed, splitter = self.feed, self.ctx.splitter
         if feed is None or splitter is None or feed.successor is not self:
             return
+        held = [self.in_flight] if self.in_flight is not None else []
         if (
             self.feed_role != "joiner"
             or self.origin_state != "open"
             or self.origin_session is None
             or self.reconnecting is not None
             or self.described is None
+            or self.closed
+            or any(r.method == "TEARDOWN" for r in [*held, *self.queue])  # leaving: not us
         ):
             splitter.take_over_failed(feed, self)
             return
+        self.taking_over = True
         for track in self.tracks:
             for channel in track.origin_channels:
                 self.channel_sinks.pop(channel, None)
@@ -1954,6 +1965,11 @@ class RtspProxyLayer:
         """The origin answered our take-over PLAY: on a 200 we own the feed (the splitter
         switches at once), our origin channels feed the fan-outs through one
         :class:`~mediacache.splitter.Continuity` per track; otherwise the next joiner is asked."""
+        self.taking_over = False
+        self._take_over_answered(resp, out)
+        self._pump(out)  # the client's requests that waited: now an owner's, or a joiner's
+
+    def _take_over_answered(self, resp: Response, out: list[Command]) -> None:
         feed, splitter = self.feed, self.ctx.splitter
         if feed is None or splitter is None or feed.successor is not self:
             return

@@ -447,12 +447,16 @@ def seq_ts_ssrc(packets: list[bytes]) -> list[tuple[int, int, int]]:
 
 
 def _owner_and_joiners(n: int) -> tuple[SplitterService, list[tuple[Playbook, Connection]]]:
+    """The owner, then its ``n`` joiners in the order they are asked to take over (the latest
+    joiner first)."""
     splitter = SplitterService()
-    return splitter, [_owner(splitter), *(_joiner(splitter) for _ in range(n))]
+    owner = _owner(splitter)
+    joiners = [_joiner(splitter) for _ in range(n)]
+    return splitter, [owner, *reversed(joiners)]
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["same-stream", "own-numbering"])
-def test_the_owner_leaving_hands_the_feed_to_the_first_joiner(shared: bool) -> None:
+def test_the_owner_leaving_hands_the_feed_to_the_latest_joiner(shared: bool) -> None:
     splitter, [(a, oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
     (feed,) = splitter.feeds.values()
     for seq in (7, 8):
@@ -570,3 +574,35 @@ def test_continuity_rewrite_cost_is_small() -> None:
     n = 20000
     per_packet = timeit.timeit(lambda: cont.rtp.send(packet), number=n) / n
     assert per_packet < 50e-6  # generous: CI machines are slow; ~1 µs here
+
+
+def test_a_teardown_during_the_take_over_is_an_owners_and_hands_on() -> None:
+    """The successor's client TEARDOWNs while its take-over PLAY is at the origin: the
+    TEARDOWN waits for the PLAY's answer, is then an owner's, and the feed goes on to the next
+    joiner (it used to be forwarded as a joiner's and end the feed of every viewer)."""
+    splitter, [(a, _oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
+    (feed,) = splitter.feeds.values()
+    a.closed(a.client)
+    deliver_posted(b)
+    play_req = last_request(b, ob)
+    assert play_req.method == "PLAY"
+    b.client_sends(req("TEARDOWN", URL, 4, f"Session: {b.layer.session_id}"))  # type: ignore[attr-defined]
+    assert last_request(b, ob) == play_req  # the TEARDOWN waits behind the take-over
+    b.origin_sends(ob, resp(200, play_req.cseq, "Session: s"))
+    assert feed.owner is b.layer and feed.ended is None  # type: ignore[attr-defined]
+    assert feed.successor is c.layer  # b's TEARDOWN was an owner's: handed on
+    take_over(c, oc)
+    assert feed.owner is c.layer and feed.ended is None  # type: ignore[attr-defined]
+    assert [r.reason for r in records(c)] == []  # c watches on
+
+
+def test_a_joiner_already_leaving_is_passed_over() -> None:
+    splitter, [(a, _oa), (b, ob), (c, oc)] = _owner_and_joiners(2)
+    (feed,) = splitter.feeds.values()
+    b.client_sends(req("TEARDOWN", URL, 4, f"Session: {b.layer.session_id}"))  # type: ignore[attr-defined]
+    assert last_request(b, ob).method == "TEARDOWN"  # at the origin, unanswered
+    a.closed(a.client)
+    deliver_posted(b)  # asked while leaving: declines, the next one is asked
+    assert "PLAY" not in origin_methods(b, ob)
+    take_over(c, oc)
+    assert feed.owner is c.layer  # type: ignore[attr-defined]
