@@ -1,5 +1,6 @@
 """Operational logging (loguru) and the access log: one record per client session (and one
-for the rest of a cache fill that goes on after its client left, see docs/architecture.md).
+more for what a session still gets from the origin after its client left: the rest of a cache
+fill, or a live feed until a joiner took it over; see docs/architecture.md).
 
 Protocol code never calls loguru: layers emit :class:`~mediacache.sansio.commands.Log`
 commands and :class:`AccessRecord` values, and the server hands them to this module.
