@@ -27,8 +27,8 @@ it leaves meanwhile, the next joiner is asked; with none left the former owner c
 in the background as before, until the last viewer left and ``linger`` seconds passed (a viewer
 that joins such a feed is asked to take it over). When the last viewer leaves, the owner
 lingers: one origin session for no viewer, for ``linger`` seconds, for a quick rejoin. (The
-RTSP layer hands over; the MMS layer does not yet: its owner's session goes on in the
-background until the last viewer left and the linger passed.)
+RTSP and MMS layers both hand over; an MMS successor sends StartPlaying on its accounting
+connection and drops the packets its viewers had by LocationId: see ``mediacache_wmt.layer``.)
 
 The successor's stream may differ from what the viewers had (an origin may give each session
 its own SSRC, sequence and timestamp bases): one :class:`Continuity` per track, between the

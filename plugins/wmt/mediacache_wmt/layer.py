@@ -44,7 +44,9 @@ digest is the object's validator, like an SDP for RTSP).
   PASS) and every later viewer joins its fan-out (SPLIT); each keeps its own origin session.
   A player whose StartPlaying comes while the first one's is still at the origin waits for its
   answer (WAIT: held, never sent; see :mod:`mediacache.splitter`), then joins, or starts the
-  feed itself if the first one's was refused.
+  feed itself if the first one's was refused. When the owner's player leaves, the latest
+  joiner sends StartPlaying on its own origin session and takes the feed over (the former
+  owner then closes its origin session; see :meth:`MmsProxyLayer._take_over`).
 
 Reconnecting a live feed
 ------------------------
@@ -86,6 +88,7 @@ import enum
 import hashlib
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -115,7 +118,7 @@ from mediacache.sansio.events import (
     TimerFired,
 )
 from mediacache.sansio.layer import SessionContext, Sink
-from mediacache.splitter import FEED_START, FanOut, LiveFeed
+from mediacache.splitter import FEED_HANDED_OVER, FEED_HANDOVER, FEED_START, FanOut, LiveFeed
 from mediacache_wmt.delivery import CacheReplay, ClientData, start_index
 from mediacache_wmt.errors import MmsProtocolError
 from mediacache_wmt.origin import error_reply
@@ -213,6 +216,40 @@ class _Stats:
     """The record of a fill going on after its player left: no bytes to the player."""
 
 
+_NEAR: Final = 10_000
+"""LocationIds this close (either way) to the last one the viewers got are taken for the same
+broadcast's packet numbers (a shared live source), not another numbering."""
+
+
+class _Resume:
+    """A successor's origin packets, just after its take-over, on their way to the feed's
+    fan-out: those the viewers had already (the origin starts a new play at the key frame
+    before "now", so its first packets repeat the former owner's, with the same LocationIds
+    and bytes) are dropped; from the first new one on, the fan-out is put straight back on
+    the layer (``resumed``), so this costs nothing per packet afterwards. A LocationId far
+    from the last one sent (an origin numbering each session's packets itself) is no repeat:
+    sent as it comes."""
+
+    __slots__ = ("bytes_sent", "dropped", "fan", "packets_sent", "resumed")
+
+    def __init__(self, fan: FanOut, resumed: Callable[[FanOut], None]) -> None:
+        self.fan = fan
+        self.resumed = resumed
+        self.dropped = 0
+        self.bytes_sent = 0
+        self.packets_sent = 0
+
+    def send(self, frame: bytes) -> None:
+        last = self.fan.last
+        if len(last) >= 4:
+            behind = int.from_bytes(last[:4], "little") - int.from_bytes(frame[:4], "little")
+            if behind & 0xFFFFFFFF <= _NEAR:
+                self.dropped += 1  # the viewers had it from the former owner
+                return
+        self.resumed(self.fan)
+        self.fan.send(frame)
+
+
 class MmsProxyLayer:
     """Serves one player's MMS connection; see the module docstring."""
 
@@ -263,7 +300,10 @@ class MmsProxyLayer:
         self.replay: CacheReplay | None = None
         self.feed: LiveFeed | None = None
         self.feed_key: tuple[str, str, str] | None = None
-        self.fan: FanOut | None = None
+        self.fan: Sink | None = None
+        """Where our origin's data packets go: the feed's fan-out (FEED), or a successor's
+        :class:`_Resume` in front of it just after a take-over."""
+        self.take_over_due = False  # asked to take the feed over while the origin answers us
         # reconnecting a live feed's origin connection (see the module docstring)
         self.reconnecting: float | None = None  # since when (monotonic); None: connected
         self.reconnect_attempt = 0
@@ -692,6 +732,8 @@ class MmsProxyLayer:
         getattr(self, f"_reply_{purpose}")(cmd, out)
         if not self.closed and self.purpose is None:
             self.serving = None
+            if self.take_over_due:
+                self._take_over(out)
             self._next_command(out)
 
     def _expect(self, cmd: mms.MmsCommand, *kinds: type[mms.MmsCommand]) -> None:
@@ -1021,6 +1063,8 @@ class MmsProxyLayer:
             self.feed, self.mode = feed, "SPLIT"
             feed.posts[self] = self.ctx.post
             self.stats.result = "SPLIT"
+            if feed.orphaned:  # its owner's player is gone: we may carry it instead
+                splitter.hand_over(feed)
             return None
         self.mode = "FEED" if splitter.claim(key, self, self.ctx.post) else "WAIT"
         return None
@@ -1070,6 +1114,7 @@ class MmsProxyLayer:
         feed = splitter.start(key, self, [FEED_TRACK])
         self.fan = feed.tracks[FEED_TRACK].rtp
         feed.join(self, self._viewer_sinks())
+        feed.detach, feed.owner_post = self._feed_detached, self.ctx.post
         self.feed = feed
         out.append(Log("INFO", f"wmt: {self.client}: live feed of {key[1]} [{key[2]}] started"))
 
@@ -1095,10 +1140,69 @@ class MmsProxyLayer:
         if self.mode == "SPLIT":
             feed.leave(self, self._viewer_sinks())
             feed.posts.pop(self, None)
+            if splitter is not None:
+                splitter.take_over_failed(feed, self)  # if we were asked: the next one is
             return
         if splitter is not None:
             splitter.end(feed, reason)
         out.append(Log("INFO", f"wmt: {self.client}: live feed of {feed.key[1]} ended: {reason}"))
+
+    def _take_over(self, out: list[Command]) -> None:
+        """The feed's owner left (``feed-handover``): StartPlaying on our accounting session
+        (its header read, its streams selected), so that it carries the feed (see
+        core/splitter.py). Until the origin's answer the player's commands wait (``purpose``);
+        a player that is leaving (CloseFile, gone) declines, or passes it on when it leaves."""
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None or splitter is None or feed.successor is not self:
+            return
+        if self.purpose is not None and self.purpose != "reconnect" and not self.closed:
+            self.take_over_due = True  # a command of the player's is at the origin: after it
+            return
+        self.take_over_due = False
+        if (
+            self.mode != "SPLIT" or self.closed or self.client_gone
+            or self.origin_state != "open" or self.reconnecting is not None
+            or self.opened is None
+        ):
+            splitter.take_over_failed(feed, self)
+            return
+        request = mms.StartPlaying(play_incarnation=ORIGIN_DATA_ID,
+                                   open_file_id=self.opened.open_file_id)
+        self._to_origin(request, "take_over", out)
+        out.append(Log("INFO", f"wmt: {self.client}: takes the live feed of {feed.key[1]} over"))
+
+    def _reply_take_over(self, cmd: mms.MmsCommand, out: list[Command]) -> None:
+        """The origin answered our take-over StartPlaying (never the player's business): on
+        success we own the feed (the splitter detaches the former owner at once) and our
+        origin's packets go to the fan-out; on a refusal the next joiner is asked."""
+        self._expect(cmd, mms.ReportStartedPlaying)
+        assert isinstance(cmd, mms.ReportStartedPlaying)
+        feed, splitter = self.feed, self.ctx.splitter
+        if feed is None or splitter is None or feed.successor is not self:
+            return
+        if cmd.hr or self.mode != "SPLIT":
+            out.append(Log("WARNING", f"wmt: {self.client}: live feed not taken over: origin "
+                           f"refused StartPlaying (hr 0x{cmd.hr:08x})"))
+            splitter.take_over_failed(feed, self)
+            return
+        splitter.take_over(feed, self, self._feed_detached, self.ctx.post)
+        fan = feed.tracks[FEED_TRACK].rtp
+        self.fan = _Resume(fan, self._resumed)
+        self.mode, self.from_origin = "FEED", True
+        feed.viewers.add(self)  # a paused successor holds the feed as a paused owner does
+        out.append(Log("INFO", f"wmt: {self.client}: took the live feed of {feed.key[1]} over"))
+
+    def _resumed(self, fan: FanOut) -> None:
+        """Our origin's packets reached what the viewers had: straight to the fan-out now."""
+        if isinstance(self.fan, _Resume):
+            self.fan = fan
+
+    def _feed_detached(self) -> None:
+        """A joiner took our feed over (called by the splitter, in its session's turn): our
+        origin's packets reach no viewer from now on (still counted in our background
+        record); a ``feed-handed-over`` notice follows, at which we close."""
+        self.fan = self.feed = None
+        self.mode = "PASS"
 
     def _feed_linger(self, out: list[Command]) -> None:
         feed, splitter = self.feed, self.ctx.splitter
@@ -1120,6 +1224,10 @@ class MmsProxyLayer:
         splitter = self.ctx.splitter
         assert splitter is not None
         had_connection = closed or self.origin_state == "open"
+        if self.purpose == "take_over" or self.take_over_due:  # the next joiner, then
+            self.take_over_due = False
+            if self.feed is not None:
+                splitter.take_over_failed(self.feed, self)
         if self.origin is not None and self.origin_state in ("open", "connecting"):
             out.append(CloseConnection(self.origin))
         self.origin_state = "closed"
@@ -1342,6 +1450,10 @@ class MmsProxyLayer:
                 self._end_of_stream(0, out)
         elif event.topic == FEED_START:
             self._feed_wait_over(out)
+        elif event.topic == FEED_HANDOVER:
+            self._take_over(out)
+        elif event.topic == FEED_HANDED_OVER and self.background:
+            self._shutdown(out, "live feed handed over")
         elif event.topic == "feed-ended" and self.mode == "SPLIT":
             self.feed = None
             if self.playing and not self.client_gone:
@@ -1368,6 +1480,8 @@ class MmsProxyLayer:
         elif name == "feed-reconnect" and self.reconnecting is not None:
             if self.origin_state == "closed":
                 self._reconnect_timer(out)
+        elif name == "origin-response" and self.purpose == "take_over":
+            self._origin_lost(out, "origin did not answer the take-over in time")
         elif name == "origin-response" and self.purpose is not None:
             out.append(Log("WARNING", f"wmt: {self.client}: origin did not answer in time"))
             self._origin_failed(out, "origin did not answer in time", mms.HResult.TIMEOUT, 504)
@@ -1446,7 +1560,9 @@ class MmsProxyLayer:
             out.append(Log("INFO", f"wmt: {self.client}: left; its live feed goes on "
                            f"({len(feed.viewers)} viewers)"))
             self._emit_record(out, reason)
+            self._begin_background_stats()
             out += [CancelTimer("idle"), SetTimer("feed-linger", 1.0)]
+            splitter.hand_over(feed)
             return
         rec, cache = self.recorder, self.ctx.cache
         if rec is not None and cache is not None and self.origin_state == "open":

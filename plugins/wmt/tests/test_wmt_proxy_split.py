@@ -14,9 +14,25 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_wmt_proxy_layer import Session, _data_ids, _deliver_posted, _frames
+from test_wmt_proxy_layer import (
+    Session,
+    _data_ids,
+    _deliver_posted,
+    _frames,
+    _live_viewer,
+    closes,
+    parse_all,
+)
 from test_wmt_proxy_layer import _opened_live as opened_live
-from wmt_origin_env import ffmpeg_rows, have, media_root, vlc_dump, vlc_udp_port_lock
+from wmt_origin_env import (
+    clip,
+    ffmpeg_rows,
+    file_packets,
+    have,
+    media_root,
+    vlc_dump,
+    vlc_udp_port_lock,
+)
 from wmt_proxy_env import ByteCountingRelay, cached_keys, origin_thread, proxy_url, routed
 
 from mediacache.sansio.commands import CloseConnection, SendData
@@ -97,11 +113,16 @@ def test_five_viewers_one_origin_feed(origin) -> None:
         finally:
             for v in viewers:
                 v.close()
-        records = p.wait_records(5)
-        assert sorted(r.result for r in records) == ["PASS"] + ["SPLIT"] * 4
-        assert {r.variant for r in records} == {"1,2"}
-        assert cached_keys(p) == []  # a broadcast is split, never cached
         assert p.wait_idle(15)  # the feed is released after the last viewer (and the linger)
+        records = p.records()
+        players = [r for r in records if r.bytes_to_client]
+        assert sorted(r.result for r in players) == ["PASS"] + ["SPLIT"] * 4
+        assert {r.variant for r in records} == {"1,2"}
+        # the owner left first: a joiner took the feed over, and lingered after the last one
+        rest = {r.reason for r in records if not r.bytes_to_client}
+        assert "live feed released (no viewers)" in rest
+        assert rest <= {"live feed handed over", "live feed released (no viewers)"}
+        assert cached_keys(p) == []  # a broadcast is split, never cached
     assert len(origin.wait_records(5)) == 5
 
 
@@ -157,6 +178,33 @@ def test_vlc_joins_a_split_broadcast(origin, scheme) -> None:
             holder.close()
 
 
+def test_the_owner_leaving_hands_the_feed_over_and_its_origin_session_ends(origin) -> None:
+    with ProxyThread(routed(origin.port, "[split]\nlinger = 0.5\n")) as p:
+        owner = Viewer(p)
+        time.sleep(0.3)
+        others = [Viewer(p), Viewer(p, udp=True)]
+        try:
+            assert _wait_for(lambda: all(len(v.locations()) > 10 for v in others), 10)
+            assert origin.session_count() == 3
+            owner.client.send(mms.CloseFile())  # as ffmpeg and VLC leave
+            owner.close()
+            assert _wait_for(lambda: origin.session_count() == 2, 2.0)  # the viewers there
+            counts = [len(v.locations()) for v in others]
+            time.sleep(1.0)
+            for v, count in zip(others, counts, strict=True):
+                locations = v.locations()
+                assert len(locations) > count + 10  # still fed, now by the successor
+                assert all(b - a == 1 for a, b in itertools.pairwise(locations)), "a gap"
+                assert v.got.end is None
+        finally:
+            for v in others:
+                v.close()
+        records = p.wait_records(5)
+        reasons = sorted(r.reason for r in records if r.bytes_to_client == 0)
+        assert reasons == ["live feed handed over", "live feed released (no viewers)"]
+        assert p.wait_idle(10)
+
+
 # -- the origin goes away -------------------------------------------------------------------
 
 
@@ -208,14 +256,15 @@ def test_the_feed_reconnects_when_the_origin_comes_back() -> None:
         assert second.session_count() == 3  # each viewer's accounting session came back
         assert all(v.got.end is None for v in viewers)  # no player saw an end
         assert {x.packet_id for v in viewers for x in v.got.packets} == {5}
-        for v in viewers:
+        for v in reversed(viewers):  # the owner last: no handover
             v.client.send(mms.CloseFile())
             v.close()
         records = second.wait_records(3, timeout=15)
         # one of the three sessions carries the broadcast; the others only read the header
         assert sorted(r.bytes_to_client > 50_000 for r in records) == [False, False, True]
-        assert sorted(r.result for r in p.wait_records(3)) == ["PASS", "SPLIT", "SPLIT"]
         assert p.wait_idle(10)
+        players = [r for r in p.records() if r.bytes_to_client]
+        assert sorted(r.result for r in players) == ["PASS", "SPLIT", "SPLIT"]
 
 
 def test_viewers_end_cleanly_when_the_origin_does_not_come_back() -> None:
@@ -317,3 +366,128 @@ def test_a_player_waits_for_a_starting_feed_for_a_bounded_time() -> None:
     [record] = b.records()
     assert record.record.status == 504 and "did not start in time" in record.record.reason
     assert mms.StartPlaying not in _origin_ever_got(b)
+
+
+# -- the owner's player leaves: a joiner takes the feed over (sans-I/O) ----------------------
+
+
+def _broadcast(first: int, count: int) -> list[bytes]:
+    """Packets ``first`` .. of a looping broadcast: the same LocationId, the same bytes, on
+    every origin session (as the reference origin sends a live file)."""
+    _, packets = file_packets(clip("clip.wmv"))
+    return [mms.build_data_packet(n, 5, 0, packets[n % len(packets)])
+            for n in range(first, first + count)]
+
+
+def _locations(got: list) -> list[int]:
+    return [m.sequence for m in got if isinstance(m, mms.MmsDataPacket)]
+
+
+def _three_viewers(splitter: SplitterService) -> tuple[Session, Session, Session]:
+    """An owner and two joiners who all had packets 0-4; then the owner's player leaves."""
+    owner, early, late = _live_viewer(splitter, 4), _live_viewer(splitter, 7), \
+        _live_viewer(splitter, 9)
+    owner.origin_says(b"".join(_broadcast(0, 5)))
+    for s in (owner, early, late):
+        assert _locations(s.player_got()) == [0, 1, 2, 3, 4]
+    owner.pb.closed(owner.pb.client)
+    assert owner.layer.background and splitter.feeds
+    return owner, early, late
+
+
+def _asked_to_take_over(s: Session) -> mms.StartPlaying:
+    """Deliver the feed-handover notice: the session's StartPlaying to its own origin."""
+    s.out = _deliver_posted(s)
+    (start,) = s.origin_got()
+    assert isinstance(start, mms.StartPlaying)
+    return start
+
+
+def test_the_latest_joiner_takes_the_feed_over_when_the_owners_player_leaves() -> None:
+    splitter = SplitterService()
+    owner, early, late = _three_viewers(splitter)
+    assert _deliver_posted(early) == []  # the latest joiner is asked, not the earliest
+    start = _asked_to_take_over(late)
+    assert start.play_incarnation == 5  # our packet id at the origin, as the owner's
+    late.send(mms.Logging(b"log"))  # the player's own commands wait behind the take-over
+    assert late.origin_got() == []
+    owner.origin_says(b"".join(_broadcast(5, 2)))  # meanwhile the former owner feeds on
+    late.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+    assert [type(m) for m in late.origin_got()] == [mms.Logging]  # now it goes
+    assert late.layer.mode == "FEED" and splitter.feeds[late.layer.feed_key].owner is late.layer
+    # detached at once: its next packet reaches nobody, then (feed-handed-over) it ends
+    out = owner.origin_says(b"".join(_broadcast(7, 1)))
+    assert _locations(early.player_got()) == [5, 6] and _locations(late.player_got()) == [5, 6]
+    assert [type(m) for m in parse_all(b"".join(owner.pb.sent_to(owner.origin, out)))] == [
+        mms.CloseFile
+    ]
+    assert owner.origin in [c.conn for c in closes(out)] and owner.layer.closed
+    player, handed = (r.record for r in owner.records())
+    assert (player.reason, handed.reason) == ("client closed", "live feed handed over")
+    assert handed.bytes_to_client == 0
+    assert handed.origin_bytes == sum(map(len, _broadcast(5, 3)))  # every byte after it left
+    assert player.origin_bytes + handed.origin_bytes == sum(map(len, _broadcast(0, 8)))
+    # the successor's origin starts at the key frame before "now": the viewers' packets again
+    late.origin_says(b"".join(_broadcast(3, 7)))
+    for s, pid in ((early, 7), (late, 9)):
+        got = s.player_got()
+        assert not any(isinstance(m, mms.ReportStartedPlaying) for m in got)
+        assert _locations(got) == [7, 8, 9]  # no packet twice, no gap
+        assert set(_data_ids(got)) == {pid}
+    assert late.records() == [] and early.records() == []
+    late.pb.closed(late.pb.client)  # the new owner's player leaves: the feed is handed on
+    assert [type(m) for m in early.origin_got()] == [] and late.layer.background
+    assert isinstance(_asked_to_take_over(early), mms.StartPlaying)
+
+
+def test_a_refused_take_over_asks_the_next_joiner() -> None:
+    splitter = SplitterService()
+    owner, early, late = _three_viewers(splitter)
+    _asked_to_take_over(late)
+    late.origin_says(mms.ReportStartedPlaying(hr=mms.HResult.NETWORK_BUSY, play_incarnation=5))
+    assert late.layer.mode == "SPLIT" and late.player_got() == []
+    assert splitter.feeds[late.layer.feed_key].owner is owner.layer  # still the former's
+    _asked_to_take_over(early)
+    early.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+    assert early.layer.mode == "FEED" and _deliver_posted(owner) and owner.layer.closed
+    early.origin_says(b"".join(_broadcast(4, 3)))
+    assert _locations(late.player_got()) == [5, 6]  # the other joiner is fed on
+    assert _data_ids(early.player_got()) == [7, 7]
+
+
+def test_a_joiner_leaving_during_its_take_over_passes_it_on() -> None:
+    splitter = SplitterService()
+    owner, early, late = _three_viewers(splitter)
+    _asked_to_take_over(late)
+    late.send(mms.CloseFile())  # the player leaves while the take-over is at the origin
+    assert late.layer.closed
+    _asked_to_take_over(early)
+    early.origin_says(mms.ReportStartedPlaying(play_incarnation=5))
+    assert _deliver_posted(owner) and owner.layer.closed
+
+
+def test_a_joiner_whose_player_left_declines() -> None:
+    splitter = SplitterService()
+    _, early, late = _three_viewers(splitter)
+    late.pb.closed(late.pb.client)  # gone before it read the notice
+    assert mms.StartPlaying not in _origin_ever_got(late)
+    _asked_to_take_over(early)
+
+
+def test_with_no_joiner_left_the_owner_carries_the_feed_until_the_linger_ends() -> None:
+    splitter = SplitterService(linger=2.0)
+    owner = _live_viewer(splitter, 4)
+    joiner = _live_viewer(splitter, 7)
+    joiner.send(mms.CloseFile())
+    owner.origin_says(b"".join(_broadcast(0, 3)))
+    owner.pb.closed(owner.pb.client)
+    assert owner.layer.background and not owner.layer.closed and splitter.feeds
+    owner.origin_says(b"".join(_broadcast(3, 2)))
+    for _ in range(3):  # the linger: the feed had no viewer for 2 s
+        assert not owner.layer.closed
+        owner.pb.clock.now += 1.0
+        out = owner.pb.timer("feed-linger")
+    assert owner.layer.closed and owner.origin in [c.conn for c in closes(out)]
+    _, rest = (r.record for r in owner.records())
+    assert rest.reason == "live feed released (no viewers)"
+    assert rest.origin_bytes == sum(map(len, _broadcast(3, 2))) and not splitter.feeds
