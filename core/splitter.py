@@ -37,7 +37,8 @@ near sequence number (a shared live source): packets the viewers had are dropped
 origin channel goes straight to the fan-out again (no per-packet cost). Otherwise every packet
 is rewritten once, in the feed path (not per viewer): sequence numbers go on from the last one
 sent, the SSRC stays, timestamps go on from the last one plus the wall-clock time since the
-switch at the track's clock rate; RTCP's SSRCs and the sender report's RTP timestamp alike.
+switch at the track's clock rate; RTCP's SSRCs and the sender report's RTP timestamp alike. A
+dialect that is not RTP brings its own (``RtspDialect.feed_continuity``: Real's renumbers RDT).
 Child proxies are ordinary clients: a child asks its parent for the live URL, the parent splits
 it to each child once.
 

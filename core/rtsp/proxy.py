@@ -29,6 +29,7 @@ import dataclasses
 import ipaddress
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,7 @@ from mediacache.splitter import (
     FEED_HANDOVER,
     FEED_START,
     Continuity,
+    FeedTrack,
     LiveFeed,
 )
 
@@ -175,6 +177,17 @@ class RtspDialect:
 
     rtp_info = True
     """Do our PLAY replies to split viewers carry RTP-Info (the feed's RTP seq/timestamp)?"""
+
+    def feed_continuity(
+        self, track: FeedTrack, route: Callable[[Sink, Sink], None]
+    ) -> tuple[Sink, Sink] | None:
+        """Called at a feed take-over, once per track, for the successor's origin channels:
+        the (data, control) sinks that join its stream to what ``track``'s viewers had (they
+        feed ``track``'s fan-outs; ``route(track.rtp, track.rtcp)`` puts the fan-outs straight
+        on the channels once nothing needs changing). None: the core's RTP
+        :class:`~mediacache.splitter.Continuity` (``rtp_info`` dialects) or the fan-outs as
+        they are."""
+        return None
 
     def ends_stream(self, payload: bytes) -> bool:
         """Does this frame of a track's end-of-stream channel end the track (RTCP BYE)?"""
@@ -1964,7 +1977,8 @@ class RtspProxyLayer:
     def _take_over_done(self, resp: Response, out: list[Command]) -> None:
         """The origin answered our take-over PLAY: on a 200 we own the feed (the splitter
         switches at once), our origin channels feed the fan-outs through one
-        :class:`~mediacache.splitter.Continuity` per track; otherwise the next joiner is asked."""
+        :class:`~mediacache.splitter.Continuity` per track (or the dialect's
+        ``feed_continuity``); otherwise the next joiner is asked."""
         self.taking_over = False
         self._take_over_answered(resp, out)
         self._pump(out)  # the client's requests that waited: now an owner's, or a joiner's
@@ -1991,13 +2005,17 @@ class RtspProxyLayer:
         for control, origin_url, track in wired:
             fan = feed.tracks[control]
             rtp_ch, rtcp_ch = track.origin_channels
+            route = self._route_continued(rtp_ch, rtcp_ch)
+            sinks = self.dialect.feed_continuity(fan, route)
+            if sinks is not None:  # the dialect's own (Real: RDT renumbered)
+                self._route_feed(*sinks, rtp_ch, rtcp_ch)
+                continue
             if rtcp_ch == rtp_ch or not self.dialect.rtp_info or sd is None:
                 self._route_feed(fan.rtp, fan.rtcp, rtp_ch, rtcp_ch)  # not RTP: as it comes
                 continue
             assert described is not None
             index = self._media_index(sd, described.base, origin_url)
             rate = clock_rate_of(sd, index)[0] if index < len(sd.media) else 90000
-            route = self._route_continued(rtp_ch, rtcp_ch)
             continuity = Continuity(fan, rate, now, self.ctx.monotonic, route)
             self._route_feed(continuity.rtp, continuity.rtcp, rtp_ch, rtcp_ch)
         self.feed_role = "owner"

@@ -25,7 +25,7 @@ from mediacache.sansio.commands import (
 )
 from mediacache.sansio.connection import Connection
 from mediacache.splitter import FeedTrack, LiveFeed, SplitterService
-from mediacache.testing.playbook import Playbook
+from mediacache.testing.playbook import Playbook, RecordingSink
 from mediacache_quicktime.plugin import QuickTimeConfig
 
 URL = "rtsp://127.0.0.1:1091/a/x"
@@ -606,3 +606,42 @@ def test_a_joiner_already_leaving_is_passed_over() -> None:
     assert "PLAY" not in origin_methods(b, ob)
     take_over(c, oc)
     assert feed.owner is c.layer  # type: ignore[attr-defined]
+
+
+class OwnContinuity(RtspDialect):
+    """A dialect with its own continuity (as Real's RDT): the sinks it gives are recorded."""
+
+    def __init__(self) -> None:
+        self.given: list[tuple[FeedTrack, Any, Any]] = []
+
+    def feed_continuity(self, track: FeedTrack, route: Any) -> tuple[Any, Any] | None:
+        sinks = RecordingSink("rtp", track), RecordingSink("rtcp", track)
+        self.given.append((track, *sinks))
+        return sinks
+
+
+def test_a_take_over_routes_the_successors_channels_through_the_dialects_continuity() -> None:
+    splitter = SplitterService()
+    a, _oa = _owner(splitter)
+    dialect = OwnContinuity()
+    route = Route(format="quicktime", prefix="/a/", origin="rtsp://192.0.2.7/a/")
+    pb = Playbook(
+        lambda ctx: RtspProxyLayer(ctx, dialect),
+        settings=QuickTimeConfig(),
+        format_name="quicktime",
+        routes=[route],
+    )
+    pb.start()
+    b, ob = viewer(splitter, pb=pb)
+    assert replies(b, play(b)) == [(200, 3)] and mode(b) == "SPLIT"
+    (feed,) = splitter.feeds.values()
+    a.closed(a.client)
+    assert dialect.given == []  # asked at the take-over's 200 only
+    take_over(b, ob)
+    ((track, rtp_sink, rtcp_sink),) = dialect.given
+    assert track is feed.tracks["stream=0"] and feed.owner is b.layer  # type: ignore[attr-defined]
+    assert b.layer.channel_sinks == {0: rtp_sink, 1: rtcp_sink}  # type: ignore[attr-defined]
+    b.origin_sends(ob, build_interleaved(0, RTP))
+    b.origin_sends(ob, build_interleaved(1, sr(0xA1, 5)))
+    assert rtp_sink.payloads == [RTP] and rtcp_sink.payloads == [sr(0xA1, 5)]
+    assert b.dataplane.sinks[0].payloads == []  # nothing bypassed the dialect's sinks

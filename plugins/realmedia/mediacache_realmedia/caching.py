@@ -19,23 +19,31 @@ A key frame is an even ASM rule (rules come in pairs, ``stream << 1 | not keyfra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from mediacache.cache.objects import Packet
 from mediacache.cache.playout import PacketSource, Playout, available
 from mediacache.cache.store import Fill
+from mediacache.errors import ProtocolError
 from mediacache.rtsp.caching import Recorder
 from mediacache.sansio.layer import Sink
+from mediacache.splitter import FeedTrack
 from mediacache_realmedia.errors import RealProtocolError
 from mediacache_realmedia.wire.rdt import (
     STREAM_END,
+    RdtStreamEnd,
+    build_rdt,
     build_stream_end,
+    parse_rdt,
     rdt_data_header,
+    rdt_data_payload_offset,
     rewrite_rdt_data,
     split_rdt,
 )
 
 __all__ = [
+    "RdtContinuity",
     "RdtRecorder",
     "RdtReplay",
     "RdtReplayTrack",
@@ -135,6 +143,168 @@ class SetIdSink:
             out[0] = (out[0] & 0xC1) | self._byte0_bits
             payload = bytes(out)
         self._sink.send(payload)
+
+
+_SHARED_CLOCK_MS = 60_000
+"""A successor's first data packet this far (or less) behind the last one the viewers had is
+taken to be on the same live clock (the key frame before "now": a GOP behind at most)."""
+
+
+class RdtContinuity:
+    """Joins a successor's RDT stream of one track (:meth:`RealDialect.feed_continuity`) to
+    what the track's viewers had, once in the feed path, not per viewer.
+
+    An origin numbers each session's RDT sequence on its own (the reference origin from 0), so
+    the successor's numbers would jump; a new live PLAY starts at the key frame before "now" on
+    the live clock every session shares, so its first packets repeat what the viewers had.
+    Data packets with a timestamp before the last one sent are dropped. At the *same*
+    timestamp (the fragments of one frame, which both sessions get in the same order) those up
+    to and including the one equal to the last sent (stream, key flag and payload) are
+    dropped and the rest go on: the frame's fragments the former owner had not sent yet still
+    reach the viewers, none twice (dropping all would cut the frame, passing all repeat it).
+    A first packet more than :data:`_SHARED_CLOCK_MS` behind is on another clock: none
+    dropped. From the first packet that goes on, sequence numbers (data and stream-end
+    packets) continue from the last one sent, modulo 0xFF00 as the origin and
+    :class:`RdtReplay` count; other RDT packets go as they are, and so does what is not RDT
+    (as the owner's path forwards it). When nothing needs renumbering (the numbering already
+    continues, or there was nothing to continue) the fan-outs go straight on the channel
+    (``route``): no per-packet cost.
+    """
+
+    __slots__ = (
+        "_delta",
+        "_last",
+        "_last_ts",
+        "_matched",
+        "_next",
+        "_route",
+        "bytes_sent",
+        "mode",
+        "packets_sent",
+        "track",
+    )
+
+    def __init__(self, track: FeedTrack, route: Callable[[Sink, Sink], None]) -> None:
+        self.track = track
+        self._route = route
+        self.bytes_sent = self.packets_sent = 0
+        self._delta = 0
+        self._next: int | None = None
+        """The sequence number the viewers' next data packet needs (None: nothing sent)."""
+        self._last_ts = 0
+        self._last: tuple[int, bool, bytes] | None = None
+        """(stream, key frame, payload) of the last data packet the viewers had."""
+        self._matched = False
+        self.mode = "catch-up"
+        """catch-up (dropping what viewers had) | renumber | direct (routed straight)"""
+        try:
+            packets = split_rdt(track.rtp.last) if track.rtp.last else []
+        except RealProtocolError:
+            packets = []
+        for packet in reversed(packets):
+            if (packet[1] << 8) | packet[2] < SEQ_MODULO:
+                try:
+                    _, seq, stream, key, ts = rdt_data_header(packet)
+                except RealProtocolError:
+                    break
+                self._next, self._last_ts = (seq + 1) % SEQ_MODULO, ts
+                self._last = stream, key, packet[rdt_data_payload_offset(packet) :]
+                break
+
+    def send(self, payload: bytes) -> None:
+        if self.mode == "renumber":
+            payload = self._renumber(payload)
+        elif self.mode == "catch-up":
+            payload = self._catch_up(payload)
+        if payload:
+            self.track.rtp.send(payload)
+
+    def _catch_up(self, payload: bytes) -> bytes:
+        """The part of ``payload`` the viewers did not have, renumbered (b"": none)."""
+        try:
+            packets = split_rdt(payload)
+        except RealProtocolError:
+            return payload  # not RDT: as it comes
+        kept: list[bytes] = []
+        for i, packet in enumerate(packets):
+            if (packet[1] << 8) | packet[2] >= SEQ_MODULO:
+                kept.append(self._renumber_control(packet))
+                continue
+            try:
+                _, seq, stream, key, ts = rdt_data_header(packet)
+            except RealProtocolError:
+                kept.append(packet)
+                continue
+            if self._had(stream, key, ts, packet):
+                continue
+            if self._next is None:  # nothing sent to continue: as it comes
+                self._direct()
+                return b"".join(kept + packets[i:])
+            self._delta = (self._next - seq) % SEQ_MODULO
+            if self._delta == 0:  # numbered on already, and nothing more to drop
+                self._direct()
+                return b"".join(kept + packets[i:])
+            self.mode = "renumber"
+            return b"".join([*kept, self._renumber(b"".join(packets[i:]))])
+        return b"".join(kept)
+
+    def _had(self, stream: int, key: bool, ts: int, packet: bytes) -> bool:
+        """Did the viewers have this data packet already (see the class docstring)?"""
+        if self._last is None:
+            return False
+        behind = (self._last_ts - ts) & 0xFFFFFFFF
+        if 0 < behind <= _SHARED_CLOCK_MS:
+            return True
+        if behind != 0:  # ahead, or another clock: none of it is theirs
+            self._last = None
+            return False
+        if self._matched:
+            return False
+        self._matched = self._last == (stream, key, packet[rdt_data_payload_offset(packet) :])
+        return True
+
+    def _renumber(self, payload: bytes) -> bytes:
+        """``payload`` with each data and stream-end packet's sequence moved by the delta."""
+        if len(payload) > 7 and payload[1] < 0xFF and not payload[0] & 0x80:
+            return self._renumber_data(payload)  # one data packet, the whole frame: usual
+        try:
+            packets = split_rdt(payload)
+        except RealProtocolError:
+            return payload
+        return b"".join(
+            self._renumber_data(p) if (p[1] << 8) | p[2] < SEQ_MODULO else self._renumber_control(p)
+            for p in packets
+        )
+
+    def _renumber_data(self, packet: bytes) -> bytes:
+        """One data packet with its sequence number moved by the delta (two bytes patched)."""
+        seq = (packet[1] << 8) | packet[2]
+        try:
+            return rewrite_rdt_data(packet, seq=(seq + self._delta) % SEQ_MODULO)
+        except ProtocolError:
+            return packet  # not a data packet after all: as it comes
+
+    def _renumber_control(self, packet: bytes) -> bytes:
+        """A stream-end packet's ``seq`` (the next data packet's) renumbered; others as is."""
+        if (packet[1] << 8) | packet[2] != STREAM_END:
+            return packet
+        try:
+            (end,) = parse_rdt(packet)
+            if not isinstance(end, RdtStreamEnd):
+                return packet
+            if self.mode == "renumber":
+                seq = (end.seq + self._delta) % SEQ_MODULO
+            elif self._next is not None:  # nothing new passed yet: the viewers' next
+                seq = self._next
+            else:
+                return packet
+            return build_rdt(replace(end, seq=seq))
+        except (ProtocolError, ValueError):
+            return packet
+
+    def _direct(self) -> None:
+        self.mode = "direct"
+        self._route(self.track.rtp, self.track.rtcp)
 
 
 @dataclass

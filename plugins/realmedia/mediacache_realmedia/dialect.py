@@ -17,13 +17,16 @@
 * **Caching.** :mod:`mediacache_realmedia.caching` records and replays RDT.
 * **Splitting.** A live feed is shared as it comes; each viewer's sink gives the packets the set
   id its transport needs (:class:`~mediacache_realmedia.caching.SetIdSink`), and a stream-end
-  packet on every stream ends the feed.
+  packet on every stream ends the feed. At a handover the successor's RDT goes through an
+  :class:`~mediacache_realmedia.caching.RdtContinuity` per stream: what the viewers had is
+  dropped, sequence numbers go on from theirs.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from mediacache.access import ClientAuthenticator
@@ -35,7 +38,9 @@ from mediacache.rtsp.message import Headers, Request
 from mediacache.rtsp.proxy import VIA, RtspDialect, Track
 from mediacache.rtsp.replay import Replay
 from mediacache.sansio.layer import Sink
+from mediacache.splitter import FeedTrack
 from mediacache_realmedia.caching import (
+    RdtContinuity,
     RdtReplay,
     RdtReplayTrack,
     SetIdSink,
@@ -113,6 +118,15 @@ class RealDialect(RtspDialect):
 
     def ends_stream(self, payload: bytes) -> bool:
         return ends_stream(payload)
+
+    def feed_continuity(
+        self, track: FeedTrack, route: Callable[[Sink, Sink], None]
+    ) -> tuple[Sink, Sink] | None:
+        """A successor's session numbers RDT on its own and starts at the key frame before
+        "now": one :class:`RdtContinuity` per stream drops the repeats and renumbers (RDT has
+        one channel per stream, so the control side is never used)."""
+        continuity = RdtContinuity(track, route)
+        return continuity, track.rtcp
 
     # -- RealChallenge and Subscribe ------------------------------------------------------------
 

@@ -105,3 +105,33 @@ def test_ffprobe_joins_a_live_feed(proxy: ProxyThread) -> None:
     assert len([p for p in got if p[0] == "video"]) > 10
     records = proxy.wait_records(2)
     assert sorted(r.result for r in records) == ["PASS", "SPLIT"]
+
+
+def test_after_a_handover_the_viewers_numbering_goes_on(proxy: ProxyThread) -> None:
+    """The owner leaves: a joiner's own origin session (numbered from 0, starting at the key
+    frame before "now") carries the feed; the viewers see no repeat and no jump back."""
+    port = proxy.port("realmedia")
+    clients = [RealClient(port) for _ in range(3)]
+    try:
+        clients[0].start(PATH)
+        clients[0].collect(1.0)
+        for client in clients[1:]:
+            client.start(PATH)
+        for client in clients[1:]:
+            client.collect(1.0)
+        clients[0].close()  # the owner leaves: the latest joiner takes the feed over
+        handed = proxy.wait_record(lambda r: r.reason == "live feed handed over")
+        assert handed is not None
+        for client in clients[1:]:
+            client.collect(2.0)
+        for i, client in enumerate(clients[1:], 1):
+            video = [p for _, p in client.received.data if p.set_id == 0]
+            assert len(video) > 20, f"viewer {i} got {len(video)} video packets"
+            seqs = [p.seq for p in video]
+            jumps = [(a, b) for a, b in itertools.pairwise(seqs) if (b - a) % 0xFF00 != 1]
+            assert jumps == [], f"viewer {i}: sequence jumps {jumps[:5]}"
+            sent = [(p.timestamp, p.payload) for p in video]
+            assert len(set(sent)) == len(sent), f"viewer {i} got a packet twice"
+    finally:
+        for client in clients:
+            client.close()
