@@ -559,10 +559,9 @@ def test_with_no_joiner_able_to_take_over_the_owner_carries_the_feed_as_before()
     ]
 
 
-def test_continuity_rewrite_cost_is_small() -> None:
-    """The rewrite of a successor's packet: one unpack, one pack into a copy (about 1 µs)."""
-    import timeit
-
+def test_continuity_rewrites_a_successor_with_its_own_numbering() -> None:
+    """Seq, timestamp and SSRC continue what the viewers had; the payload is left alone. (Its
+    cost per packet is measured by benchmarks/handover_continuity.py.)"""
     from mediacache.splitter import Continuity, FanOut
 
     track = FeedTrack("t", FanOut(), FanOut())
@@ -570,10 +569,10 @@ def test_continuity_rewrite_cost_is_small() -> None:
     cont = Continuity(track, 90000, 0.0, lambda: 0.0, lambda rtp, rtcp: None)
     packet = rtp(500, 5, 0xB2, bytes(1200))
     cont.rtp.send(packet)
-    assert cont.mode == "rewrite" and seq_ts_ssrc([track.rtp.last]) == [(8, 1000, 0xA1)]
-    n = 20000
-    per_packet = timeit.timeit(lambda: cont.rtp.send(packet), number=n) / n
-    assert per_packet < 50e-6  # generous: CI machines are slow; ~1 µs here
+    cont.rtp.send(rtp(501, 3005, 0xB2, bytes(1200)))
+    assert cont.mode == "rewrite"
+    assert seq_ts_ssrc([track.rtp.last]) == [(9, 4000, 0xA1)]
+    assert track.rtp.last[12:] == bytes(1200)
 
 
 def test_a_teardown_during_the_take_over_is_an_owners_and_hands_on() -> None:

@@ -4,8 +4,6 @@ own base; the viewers must see neither a repeat nor a jump back."""
 
 from __future__ import annotations
 
-import timeit
-
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -161,13 +159,11 @@ def test_garbage_never_raises_and_what_is_not_rdt_passes(junk: bytes, renumberin
         assert viewer.payloads == ([junk] if junk else [])
 
 
-def test_renumbering_cost_per_packet_is_small() -> None:
+def test_renumbering_leaves_the_payload_alone() -> None:
+    """(Its cost per packet is measured by benchmarks/handover_continuity.py.)"""
     track, viewer, routes = feed(pkt(10, 1000, b"k"))
-    track.rtp.remove(viewer)  # measure the renumbering, not a sink
     cont = continuity(track, routes)
-    packet = pkt(0, 1100, bytes(1200), key=False)
-    cont.send(packet)
-    assert cont.mode == "renumber"
-    n = 20000
-    per_packet = timeit.timeit(lambda: cont.send(packet), number=n) / n
-    assert per_packet < 50e-6  # generous: CI machines are slow; about 1 µs here
+    cont.send(pkt(0, 1100, bytes(1200), key=False))
+    cont.send(pkt(1, 1140, b"next", key=False))
+    assert cont.mode == "renumber" and routes == []
+    assert seqs_and_bodies(viewer.payloads) == [(11, 1100, bytes(1200)), (12, 1140, b"next")]
